@@ -1,0 +1,4 @@
+//! One module per command group.
+pub mod daemon;
+pub mod node;
+pub mod swarm;

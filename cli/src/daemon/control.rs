@@ -1,0 +1,110 @@
+//! The control API on the Unix socket. Node-local operations go to the runtime; cluster
+//! operations to the manager running here, or fail with "this node is not a manager".
+
+use super::node::NodeRuntime;
+use rswarm_manager::control as ops;
+use rswarm_proto::model::NodeRole;
+use rswarm_proto::pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct ControlService {
+    node: Arc<NodeRuntime>,
+}
+
+impl ControlService {
+    pub fn new(node: Arc<NodeRuntime>) -> Self {
+        Self { node }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::control_server::Control for ControlService {
+    async fn init(
+        &self,
+        req: Request<pb::InitRequest>,
+    ) -> Result<Response<pb::InitResponse>, Status> {
+        self.node
+            .init(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn join(
+        &self,
+        req: Request<pb::JoinRequest>,
+    ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.node
+            .join(req.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn leave(
+        &self,
+        req: Request<pb::LeaveRequest>,
+    ) -> Result<Response<pb::LeaveResponse>, Status> {
+        self.node
+            .leave(req.into_inner().force)
+            .await
+            .map(|()| Response::new(pb::LeaveResponse {}))
+            .map_err(Status::from)
+    }
+
+    async fn info(
+        &self,
+        _req: Request<pb::InfoRequest>,
+    ) -> Result<Response<pb::InfoResponse>, Status> {
+        Ok(Response::new(self.node.info().await))
+    }
+
+    async fn get_join_token(
+        &self,
+        req: Request<pb::GetJoinTokenRequest>,
+    ) -> Result<Response<pb::GetJoinTokenResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let req = req.into_inner();
+        let role = NodeRole::parse(&req.role).ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "invalid role {:?}: expected worker or manager",
+                req.role
+            ))
+        })?;
+        let token = ops::join_token(&m, role, req.rotate).await?;
+        Ok(Response::new(pb::GetJoinTokenResponse {
+            token,
+            manager_addr: ops::join_addr(&m),
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        _req: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let m = self.node.slot().get()?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: ops::list_nodes(&m),
+        }))
+    }
+
+    async fn update_node(
+        &self,
+        req: Request<pb::UpdateNodeRequest>,
+    ) -> Result<Response<pb::UpdateNodeResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let node = ops::update_node(&m, req.into_inner()).await?;
+        Ok(Response::new(pb::UpdateNodeResponse { node: Some(node) }))
+    }
+
+    async fn remove_node(
+        &self,
+        req: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let req = req.into_inner();
+        ops::remove_node(&m, &req.node, req.force).await?;
+        Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+}

@@ -1,0 +1,83 @@
+//! `rswarm`: the node daemon (`rswarm daemon`) and the command-line client for it.
+
+mod client;
+mod commands;
+mod daemon;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "rswarm",
+    version,
+    about = "A Swarm-mode container orchestrator"
+)]
+struct Cli {
+    /// Daemon socket to connect to (unix:///path).
+    #[arg(short = 'H', long = "host", env = "RSWARM_HOST", global = true, default_value = client::DEFAULT_HOST)]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node daemon.
+    Daemon(commands::daemon::DaemonArgs),
+    /// Create a new cluster with this node as its first manager.
+    Init(commands::swarm::InitArgs),
+    /// Join a cluster as a worker or manager.
+    Join(commands::swarm::JoinArgs),
+    /// Show or rotate the join tokens.
+    JoinToken(commands::swarm::JoinTokenArgs),
+    /// Leave the cluster.
+    Leave(commands::swarm::LeaveArgs),
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                // Bad usage: 64, as sysexits' EX_USAGE.
+                _ => ExitCode::from(64),
+            };
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Daemon(a) => commands::daemon::run(a).await,
+            Command::Init(a) => commands::swarm::init(&cli.host, a).await,
+            Command::Join(a) => commands::swarm::join(&cli.host, a).await,
+            Command::JoinToken(a) => commands::swarm::join_token(&cli.host, a).await,
+            Command::Leave(a) => commands::swarm::leave(&cli.host, a).await,
+            Command::Node(c) => commands::node::run(&cli.host, c).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", client::error_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The dispatcher: on the leader, it keeps a session with every node, takes their
+//! heartbeats, marks nodes `ready` and `down`, and tells each node what the store says of
+//! it (its role, the managers to reach). Non-leaders point agents at the leader.
+
+use crate::auth;
+use crate::ids::{now_ms, random_id};
+use crate::manager::Manager;
+use crate::proposer::{ProposeError, Proposer};
+use crate::slot::ManagerSlot;
+use rswarm_proto::model::{Command, Node, NodeDescription, NodeId, NodeRole, NodeState};
+use rswarm_proto::pb;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+/// Nodes are down after this many missed heartbeats.
+pub const MISSED_BEATS: u32 = 3;
+/// Metadata key carrying the leader's address when a non-leader refuses a session.
+pub const LEADER_KEY: &str = "rswarm-leader";
+
+struct Session {
+    id: String,
+    last_beat: Instant,
+}
+
+/// The leader's view of node sessions. Kept in memory: a new leader starts empty and gives
+/// every node a full grace period to find it.
+#[derive(Default)]
+pub struct Dispatcher {
+    sessions: Mutex<HashMap<NodeId, Session>>,
+    leader_since: Mutex<Option<Instant>>,
+}
+
+impl Dispatcher {
+    pub fn leader_start(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.leader_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    pub fn leader_stop(&self) {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        *self.leader_since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    fn open(&self, node: &NodeId) -> String {
+        let id = random_id();
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                node.clone(),
+                Session {
+                    id: id.clone(),
+                    last_beat: Instant::now(),
+                },
+            );
+        id
+    }
+
+    fn beat(&self, node: &NodeId, session: &str) -> bool {
+        let mut s = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        match s.get_mut(node) {
+            Some(sess) if sess.id == session => {
+                sess.last_beat = Instant::now();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn is_current(&self, node: &NodeId, session: &str) -> bool {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .is_some_and(|s| s.id == session)
+    }
+
+    /// When the node was last heard from (or when this leader started, if never).
+    fn last_seen(&self, node: &NodeId) -> Option<Instant> {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get(node)
+            .map(|s| s.last_beat)
+            .or(*self.leader_since.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+pub fn heartbeat_period(m: &Manager) -> Duration {
+    let ms = m
+        .store
+        .view(|s| s.cluster.as_ref().map(|c| c.spec.dispatcher_heartbeat_ms))
+        .unwrap_or(5_000);
+    Duration::from_millis(ms.max(100))
+}
+
+/// The managers agents should know about.
+pub fn manager_peers(nodes: &[&Node]) -> Vec<pb::Peer> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            n.manager.as_ref().map(|mi| pb::Peer {
+                node_id: n.id.to_string(),
+                addr: mi.addr.clone(),
+                raft_id: mi.raft_id,
+            })
+        })
+        .collect()
+}
+
+fn session_message(m: &Manager, node: &NodeId, session_id: &str) -> Option<pb::SessionMessage> {
+    let period = heartbeat_period(m);
+    m.store.view(|s| {
+        let n = s.nodes.get(node)?;
+        let all: Vec<&Node> = s.nodes.values().collect();
+        Some(pb::SessionMessage {
+            session_id: session_id.to_owned(),
+            managers: manager_peers(&all),
+            desired_role: n.spec.desired_role.as_str().to_owned(),
+            role: n.role.as_str().to_owned(),
+            raft_id: n.manager.as_ref().map_or(0, |mi| mi.raft_id),
+            heartbeat_period_ms: period.as_millis() as u64,
+        })
+    })
+}
+
+/// Refuses with the leader's address when this manager does not lead.
+pub fn not_leader(m: &Manager) -> Status {
+    let mut st = Status::failed_precondition("this manager is not the leader");
+    if let Some((_, addr)) = m.leader() {
+        if let Ok(v) = addr.parse() {
+            st.metadata_mut().insert(LEADER_KEY, v);
+        }
+    }
+    st
+}
+
+/// Records a node's registration: its description, address and `ready`.
+async fn register(
+    m: &Manager,
+    node: &NodeId,
+    desc: NodeDescription,
+    cluster_addr: String,
+    ip: String,
+) -> Result<(), ProposeError> {
+    for _ in 0..5 {
+        let Some(mut n) = m.store.view(|s| s.nodes.get(node).cloned()) else {
+            return Err(ProposeError::Refused(
+                rswarm_proto::model::CommandError::NotFound {
+                    kind: "node".into(),
+                    id: node.to_string(),
+                },
+            ));
+        };
+        n.description = desc.clone();
+        n.cluster_addr.clone_from(&cluster_addr);
+        n.status.state = NodeState::Ready;
+        n.status.addr.clone_from(&ip);
+        n.status.message.clear();
+        n.meta.updated_at = now_ms();
+        match m.proposer.propose(Command::UpdateNode(Box::new(n))).await {
+            Err(ProposeError::Refused(rswarm_proto::model::CommandError::StaleVersion {
+                ..
+            })) => continue,
+            other => return other.map(|_| ()),
+        }
+    }
+    Err(ProposeError::Unavailable(
+        "node kept changing during registration".into(),
+    ))
+}
+
+/// Marks nodes down after missed heartbeats, and ready again once they beat. Leader only.
+pub async fn liveness_loop(m: Arc<Manager>) {
+    loop {
+        let period = heartbeat_period(&m);
+        let limit = period * MISSED_BEATS;
+        let now = Instant::now();
+        let nodes: Vec<(NodeId, NodeState)> = m.store.view(|s| {
+            s.nodes
+                .values()
+                .map(|n| (n.id.clone(), n.status.state))
+                .collect()
+        });
+        for (id, state) in nodes {
+            let Some(seen) = m.dispatcher.last_seen(&id) else {
+                continue;
+            };
+            let alive = now.duration_since(seen) <= limit;
+            let has_session = m
+                .dispatcher
+                .sessions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&id);
+            let next = if alive && has_session {
+                NodeState::Ready
+            } else if !alive {
+                NodeState::Down
+            } else {
+                continue;
+            };
+            if next == state {
+                continue;
+            }
+            if next == NodeState::Down {
+                info!(node.id = %id, "node down: heartbeat failure");
+                m.dispatcher
+                    .sessions
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            }
+            let message = if next == NodeState::Down {
+                "heartbeat failure".to_owned()
+            } else {
+                String::new()
+            };
+            let cmd = Command::SetNodeState {
+                id: id.clone(),
+                state: next,
+                addr: None,
+                message,
+            };
+            if let Err(e) = m.proposer.propose(cmd).await {
+                debug!(node.id = %id, "set node state: {e}");
+            }
+        }
+        tokio::time::sleep((period / 4).max(Duration::from_millis(100))).await;
+    }
+}
+
+pub struct DispatcherService {
+    slot: ManagerSlot,
+}
+
+impl DispatcherService {
+    pub fn new(slot: ManagerSlot) -> Self {
+        Self { slot }
+    }
+}
+
+type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::dispatcher_server::Dispatcher for DispatcherService {
+    type SessionStream = SessionStream;
+
+    async fn session(
+        &self,
+        req: Request<pb::SessionRequest>,
+    ) -> Result<Response<SessionStream>, Status> {
+        let m = self.slot.get()?;
+        let who = auth::require_node(&req, &m.store)?;
+        if !m.is_leader() {
+            return Err(not_leader(&m));
+        }
+        let body = req.into_inner();
+        let desc = body
+            .description
+            .map(crate::control::description_from_pb)
+            .unwrap_or_default();
+        let ip = body
+            .advertise_addr
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+            .unwrap_or_default();
+        let session_id = m.dispatcher.open(&who.node_id);
+        register(&m, &who.node_id, desc, body.advertise_addr.clone(), ip)
+            .await
+            .map_err(|e| match e {
+                ProposeError::Refused(e) => Status::not_found(e.to_string()),
+                e => Status::unavailable(e.to_string()),
+            })?;
+        info!(node.id = %who.node_id, "session opened");
+
+        let (tx, rx) = mpsc::channel(8);
+        let node = who.node_id.clone();
+        tokio::spawn(async move {
+            let mut events = m.store.subscribe();
+            let mut metrics = m.raft.metrics();
+            let mut last: Option<pb::SessionMessage> = None;
+            loop {
+                if !m.dispatcher.is_current(&node, &session_id) || !m.is_leader() {
+                    break;
+                }
+                match session_message(&m, &node, &session_id) {
+                    None => {
+                        let _ = tx
+                            .send(Err(Status::not_found(
+                                "this node was removed from the cluster",
+                            )))
+                            .await;
+                        break;
+                    }
+                    Some(msg) if last.as_ref() != Some(&msg) => {
+                        if tx.send(Ok(msg.clone())).await.is_err() {
+                            break;
+                        }
+                        last = Some(msg);
+                    }
+                    Some(_) => {}
+                }
+                tokio::select! {
+                    ev = events.recv() => {
+                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = ev { break; }
+                    }
+                    r = metrics.changed() => { if r.is_err() { break; } }
+                    _ = tx.closed() => break,
+                    // Re-check now and then: sessions are replaced without a store event.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+            debug!(node.id = %node, "session stream ended");
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn heartbeat(
+        &self,
+        req: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let m = self.slot.get()?;
+        let who = auth::require_node(&req, &m.store)?;
+        if !m.is_leader() {
+            return Err(not_leader(&m));
+        }
+        if !m.dispatcher.beat(&who.node_id, &req.get_ref().session_id) {
+            warn!(node.id = %who.node_id, "heartbeat for an unknown session");
+            return Err(Status::not_found("session not found: open a new one"));
+        }
+        Ok(Response::new(pb::HeartbeatResponse {
+            period_ms: heartbeat_period(&m).as_millis() as u64,
+        }))
+    }
+}
+
+/// Roles as the dispatcher reports them to agents.
+pub fn parse_role(s: &str) -> NodeRole {
+    NodeRole::parse(s).unwrap_or(NodeRole::Worker)
+}

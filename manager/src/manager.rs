@@ -1,0 +1,183 @@
+//! A running manager: Raft with its durable storage, the store it feeds, and the
+//! components that run only while this manager leads (dispatcher liveness, role manager).
+
+use crate::connector::Connector;
+use crate::dispatcher::Dispatcher;
+use crate::proposer::RaftProposer;
+use crate::raft::log_store::RedbLogStore;
+use crate::raft::network::Network;
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{self, Raft, TypeConfig};
+use crate::store::Store;
+use openraft::{BasicNode, ServerState};
+use rswarm_proto::model::{NodeId, RaftId};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+use tracing::{info, info_span, Instrument};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error("raft config: {0}")]
+    Config(#[from] openraft::ConfigError),
+    #[error("open raft storage in {path}: {reason}")]
+    Storage { path: PathBuf, reason: String },
+    #[error("start raft: {0}")]
+    Raft(String),
+    #[error("initialize the cluster: {0}")]
+    Initialize(String),
+}
+
+pub struct ManagerConfig {
+    /// Where Raft keeps its log and snapshots.
+    pub dir: PathBuf,
+    pub node_id: NodeId,
+    pub raft_id: RaftId,
+    /// This manager's cluster port, `IP:PORT`, as peers reach it.
+    pub addr: String,
+    pub connector: Arc<dyn Connector>,
+}
+
+pub struct Manager {
+    pub node_id: NodeId,
+    pub raft_id: RaftId,
+    pub addr: String,
+    pub raft: Raft,
+    pub store: Arc<Store>,
+    pub proposer: Arc<RaftProposer>,
+    pub dispatcher: Arc<Dispatcher>,
+    pub connector: Arc<dyn Connector>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Manager {
+    pub async fn start(cfg: ManagerConfig) -> Result<Arc<Self>, ManagerError> {
+        let storage_err = |path: &PathBuf, e: &dyn std::fmt::Display| ManagerError::Storage {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::create_dir_all(&cfg.dir).map_err(|e| storage_err(&cfg.dir, &e))?;
+        let store = Arc::new(Store::new());
+        let log_path = cfg.dir.join("raft.redb");
+        let log =
+            RedbLogStore::<TypeConfig>::open(&log_path).map_err(|e| storage_err(&log_path, &e))?;
+        let snap_dir = cfg.dir.join("snapshots");
+        let sm = StateMachine::open(store.clone(), snap_dir.clone())
+            .map_err(|e| storage_err(&snap_dir, &e))?;
+        let raft = Raft::new(
+            cfg.raft_id,
+            Arc::new(raft::config()?),
+            Network::new(cfg.connector.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| ManagerError::Raft(e.to_string()))?;
+        let proposer = Arc::new(RaftProposer::new(raft.clone(), cfg.connector.clone()));
+        let m = Arc::new(Self {
+            node_id: cfg.node_id,
+            raft_id: cfg.raft_id,
+            addr: cfg.addr,
+            raft,
+            store,
+            proposer,
+            dispatcher: Arc::new(Dispatcher::default()),
+            connector: cfg.connector,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let watcher = tokio::spawn(leadership_loop(m.clone()).instrument(info_span!("leadership")));
+        m.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(watcher);
+        Ok(m)
+    }
+
+    /// Makes this manager the single voter of a new cluster.
+    pub async fn bootstrap(&self) -> Result<(), ManagerError> {
+        let members = BTreeMap::from([(self.raft_id, BasicNode::new(&self.addr))]);
+        self.raft
+            .initialize(members)
+            .await
+            .map_err(|e| ManagerError::Initialize(e.to_string()))
+    }
+
+    /// Waits until this node is the leader (a fresh single-voter cluster elects itself).
+    pub async fn wait_leader(&self, timeout: std::time::Duration) -> bool {
+        self.raft
+            .wait(Some(timeout))
+            .state(ServerState::Leader, "become leader")
+            .await
+            .is_ok()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+    }
+
+    /// The current leader's Raft id and cluster address, if one is known.
+    pub fn leader(&self) -> Option<(RaftId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        let addr = m
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())?;
+        Some((id, addr))
+    }
+
+    /// Raft voters and learners as the latest membership lists them.
+    pub fn members(&self) -> (Vec<RaftId>, Vec<RaftId>) {
+        let m = self.raft.metrics().borrow().clone();
+        let mem = m.membership_config.membership();
+        (mem.voter_ids().collect(), mem.learner_ids().collect())
+    }
+
+    pub async fn shutdown(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        let _ = self.raft.shutdown().await;
+        info!("manager stopped");
+    }
+}
+
+/// Starts the leader-only components when this manager becomes leader and stops them when
+/// it stops being leader. Each does a full pass when it starts, since events may have been
+/// missed across a leader change.
+async fn leadership_loop(m: Arc<Manager>) {
+    let mut metrics = m.raft.metrics();
+    let mut running: Vec<JoinHandle<()>> = Vec::new();
+    loop {
+        let leading = metrics.borrow().state == ServerState::Leader;
+        if leading && running.is_empty() {
+            info!(raft.id = m.raft_id, "became leader");
+            m.dispatcher.leader_start();
+            running.push(tokio::spawn(
+                crate::dispatcher::liveness_loop(m.clone()).instrument(info_span!("dispatcher")),
+            ));
+            running.push(tokio::spawn(
+                crate::role_manager::run(m.clone()).instrument(info_span!("role_manager")),
+            ));
+        } else if !leading && !running.is_empty() {
+            info!(raft.id = m.raft_id, "no longer leader");
+            for t in running.drain(..) {
+                t.abort();
+            }
+            m.dispatcher.leader_stop();
+        }
+        if metrics.changed().await.is_err() {
+            break;
+        }
+    }
+    for t in running {
+        t.abort();
+    }
+}

@@ -1,0 +1,276 @@
+//! Applying commands: pure, deterministic, all-or-nothing.
+use super::{Event, State};
+use rswarm_proto::model::{Command, CommandError};
+
+impl State {
+    /// Applies `cmd` as log entry `index`. On error nothing has changed.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Result<Vec<Event>, CommandError> {
+        match cmd {
+            Command::Batch(cmds) => {
+                // All or nothing: work on a copy and keep it only if every command applies.
+                let mut next = self.clone();
+                let mut events = Vec::new();
+                for c in cmds {
+                    events.extend(next.apply(index, c)?);
+                }
+                *self = next;
+                Ok(events)
+            }
+            Command::CreateCluster(c) => {
+                if let Some(existing) = &self.cluster {
+                    return Err(CommandError::Exists {
+                        kind: "cluster".into(),
+                        id: existing.id.to_string(),
+                    });
+                }
+                let mut c = (**c).clone();
+                c.meta.version = index;
+                self.cluster = Some(c.clone());
+                Ok(vec![Event::ClusterUpdated(Box::new(c))])
+            }
+            Command::UpdateCluster(c) => {
+                let current = self
+                    .cluster
+                    .as_ref()
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "cluster".into(),
+                        id: c.id.to_string(),
+                    })?;
+                check_version(
+                    "cluster",
+                    c.id.as_str(),
+                    current.meta.version,
+                    c.meta.version,
+                )?;
+                let mut c = (**c).clone();
+                c.meta.version = index;
+                c.meta.created_at = current.meta.created_at;
+                self.cluster = Some(c.clone());
+                Ok(vec![Event::ClusterUpdated(Box::new(c))])
+            }
+            Command::CreateNode(n) => {
+                if self.nodes.contains_key(&n.id) {
+                    return Err(CommandError::Exists {
+                        kind: "node".into(),
+                        id: n.id.to_string(),
+                    });
+                }
+                if self.is_removed(&n.id) {
+                    return Err(CommandError::Removed(n.id.to_string()));
+                }
+                let mut n = (**n).clone();
+                n.meta.version = index;
+                self.nodes.insert(n.id.clone(), n.clone());
+                Ok(vec![Event::NodeCreated(Box::new(n))])
+            }
+            Command::UpdateNode(n) => {
+                let current = self
+                    .nodes
+                    .get(&n.id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "node".into(),
+                        id: n.id.to_string(),
+                    })?;
+                check_version("node", n.id.as_str(), current.meta.version, n.meta.version)?;
+                let old = current.clone();
+                let mut n = (**n).clone();
+                n.meta.version = index;
+                n.meta.created_at = old.meta.created_at;
+                self.nodes.insert(n.id.clone(), n.clone());
+                Ok(vec![Event::NodeUpdated {
+                    old: Box::new(old),
+                    new: Box::new(n),
+                }])
+            }
+            Command::RemoveNode { id } => {
+                let old = self
+                    .nodes
+                    .remove(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "node".into(),
+                        id: id.to_string(),
+                    })?;
+                let mut events = vec![Event::NodeRemoved(Box::new(old))];
+                if let Some(c) = self.cluster.as_mut() {
+                    c.removed_nodes.insert(id.clone());
+                    c.meta.version = index;
+                    events.push(Event::ClusterUpdated(Box::new(c.clone())));
+                }
+                Ok(events)
+            }
+            Command::SetNodeState {
+                id,
+                state,
+                addr,
+                message,
+            } => {
+                let current = self
+                    .nodes
+                    .get_mut(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "node".into(),
+                        id: id.to_string(),
+                    })?;
+                let old = current.clone();
+                current.status.state = *state;
+                current.status.message.clone_from(message);
+                if let Some(a) = addr {
+                    current.status.addr.clone_from(a);
+                }
+                current.meta.version = index;
+                Ok(vec![Event::NodeUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
+        }
+    }
+
+    pub fn is_removed(&self, id: &rswarm_proto::model::NodeId) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.removed_nodes.contains(id))
+    }
+}
+
+fn check_version(kind: &str, id: &str, current: u64, given: u64) -> Result<(), CommandError> {
+    if current == given {
+        Ok(())
+    } else {
+        Err(CommandError::StaleVersion {
+            kind: kind.into(),
+            id: id.into(),
+            current,
+            given,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rswarm_proto::model::{Cluster, ClusterId, Node, NodeId, NodeState};
+
+    fn node(id: &str) -> Node {
+        Node {
+            id: NodeId::from(id),
+            ..Default::default()
+        }
+    }
+
+    fn cluster() -> Cluster {
+        Cluster {
+            id: ClusterId::from("c1"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn versions_follow_the_log_index() {
+        let mut s = State::default();
+        s.apply(3, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap();
+        assert_eq!(s.nodes[&NodeId::from("a")].meta.version, 3);
+        let mut n = s.nodes[&NodeId::from("a")].clone();
+        n.spec.labels.insert("k".into(), "v".into());
+        s.apply(5, &Command::UpdateNode(Box::new(n))).unwrap();
+        assert_eq!(s.nodes[&NodeId::from("a")].meta.version, 5);
+    }
+
+    #[test]
+    fn a_stale_update_is_refused_and_changes_nothing() {
+        let mut s = State::default();
+        s.apply(1, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap();
+        let stale = s.nodes[&NodeId::from("a")].clone();
+        let mut fresh = stale.clone();
+        fresh.spec.labels.insert("zone".into(), "a".into());
+        s.apply(2, &Command::UpdateNode(Box::new(fresh))).unwrap();
+        let before = s.clone();
+        let mut late = stale;
+        late.spec.labels.insert("zone".into(), "b".into());
+        let err = s
+            .apply(3, &Command::UpdateNode(Box::new(late)))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CommandError::StaleVersion {
+                current: 2,
+                given: 1,
+                ..
+            }
+        ));
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_batch_is_all_or_nothing() {
+        let mut s = State::default();
+        s.apply(1, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap();
+        let before = s.clone();
+        let batch = Command::Batch(vec![
+            Command::CreateNode(Box::new(node("b"))),
+            Command::CreateNode(Box::new(node("a"))),
+        ]);
+        assert!(s.apply(2, &batch).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn a_removed_node_cannot_come_back() {
+        let mut s = State::default();
+        s.apply(1, &Command::CreateCluster(Box::new(cluster())))
+            .unwrap();
+        s.apply(2, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap();
+        s.apply(3, &Command::RemoveNode { id: "a".into() }).unwrap();
+        assert!(s.is_removed(&NodeId::from("a")));
+        let err = s
+            .apply(4, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap_err();
+        assert_eq!(err, CommandError::Removed("a".into()));
+    }
+
+    #[test]
+    fn node_state_updates_need_no_version() {
+        let mut s = State::default();
+        s.apply(1, &Command::CreateNode(Box::new(node("a"))))
+            .unwrap();
+        s.apply(
+            2,
+            &Command::SetNodeState {
+                id: "a".into(),
+                state: NodeState::Ready,
+                addr: Some("10.0.0.1".into()),
+                message: String::new(),
+            },
+        )
+        .unwrap();
+        let n = &s.nodes[&NodeId::from("a")];
+        assert_eq!(n.status.state, NodeState::Ready);
+        assert_eq!(n.status.addr, "10.0.0.1");
+        assert_eq!(n.meta.version, 2);
+    }
+
+    #[test]
+    fn find_node_by_id_prefix_and_hostname() {
+        let mut s = State::default();
+        let mut a = node("abc123");
+        a.description.hostname = "h1".into();
+        let mut b = node("abd456");
+        b.description.hostname = "h2".into();
+        s.apply(1, &Command::CreateNode(Box::new(a))).unwrap();
+        s.apply(2, &Command::CreateNode(Box::new(b))).unwrap();
+        assert_eq!(s.find_node("abc").unwrap().id.as_str(), "abc123");
+        assert_eq!(s.find_node("h2").unwrap().id.as_str(), "abd456");
+        assert!(matches!(
+            s.find_node("ab"),
+            Err(super::super::LookupError::Ambiguous(_))
+        ));
+        assert!(matches!(
+            s.find_node("zz"),
+            Err(super::super::LookupError::NotFound(_))
+        ));
+    }
+}

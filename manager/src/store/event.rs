@@ -1,0 +1,19 @@
+use rswarm_proto::model::{Cluster, Node};
+
+/// A change in the store, published after it is applied.
+#[derive(Debug, Clone)]
+pub enum Event {
+    ClusterUpdated(Box<Cluster>),
+    NodeCreated(Box<Node>),
+    NodeUpdated {
+        old: Box<Node>,
+        new: Box<Node>,
+    },
+    NodeRemoved(Box<Node>),
+    /// Every event of one log entry has been published.
+    Commit {
+        index: u64,
+    },
+    /// The whole state was replaced (a snapshot was installed): re-read everything.
+    Reset,
+}

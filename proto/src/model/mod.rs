@@ -1,0 +1,30 @@
+//! The domain types of rswarm, shared by every crate: the objects of the cluster store and
+//! the commands that change them. Wire (`pb`) messages are converted into these once, at the
+//! edge.
+
+mod cluster;
+mod command;
+mod duration;
+mod ids;
+mod node;
+
+pub use cluster::{Cluster, ClusterSpec, JoinSecrets, RootCaMaterial};
+pub use command::{Command, CommandError, CommandResponse};
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use ids::{ClusterId, NodeId, RaftId};
+pub use node::{
+    ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Bookkeeping every stored object carries. `version` is the Raft log index of the write
+/// that last changed the object; an update must carry the version it read (optimistic
+/// concurrency, as swarmkit's `Meta.Version`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub version: u64,
+    /// Milliseconds since the Unix epoch.
+    pub created_at: u64,
+    pub updated_at: u64,
+}
