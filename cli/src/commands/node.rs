@@ -91,7 +91,7 @@ pub fn ls_row(n: &pb::Node) -> Value {
 
 /// The full object for `node inspect`.
 pub fn inspect_value(n: &pb::Node) -> Value {
-    let meta = n.meta.clone().unwrap_or_default();
+    let meta = n.meta.unwrap_or_default();
     let spec = n.spec.clone().unwrap_or_default();
     let d = n.description.clone().unwrap_or_default();
     let status = n.status.clone().unwrap_or_default();

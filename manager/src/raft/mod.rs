@@ -30,6 +30,7 @@ pub type RaftMetrics = openraft::RaftMetrics<u64, BasicNode>;
 ///   a LAN (timeout + one vote round with fsync), against ~10 s in Swarm;
 /// - a snapshot every 10,000 entries, keeping 1,000 behind it so a briefly lagging
 ///   follower catches up from the log rather than by snapshot.
+#[allow(clippy::result_large_err)] // openraft's error type.
 pub fn config() -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: "rswarm".into(),

@@ -2,6 +2,9 @@
 //! persists snapshots to a file. On restart the store is rebuilt from the latest snapshot
 //! plus the log entries after it, which openraft replays.
 
+// openraft's StorageError is large; it is openraft's API.
+#![allow(clippy::result_large_err)]
+
 use super::snapshot_file::SnapshotFile;
 use super::TypeConfig;
 use crate::store::{State, Store};
@@ -14,7 +17,7 @@ use rswarm_proto::model::CommandResponse;
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 type NodeIdT = u64;
 
@@ -29,6 +32,9 @@ struct SnapshotBody {
 pub struct StateMachine {
     store: Arc<Store>,
     dir: PathBuf,
+    /// Builds run in their own task and may race an install: one save at a time, so the
+    /// snapshot-file's "never replace a newer snapshot" check and its rename are atomic.
+    save_lock: Arc<Mutex<()>>,
     last_applied: Option<LogId<NodeIdT>>,
     membership: StoredMembership<NodeIdT, BasicNode>,
     current: Option<(SnapshotMeta<NodeIdT, BasicNode>, Vec<u8>)>,
@@ -41,10 +47,13 @@ impl StateMachine {
         let mut sm = Self {
             store,
             dir,
+            save_lock: Arc::new(Mutex::new(())),
             last_applied: None,
             membership: StoredMembership::default(),
             current: None,
         };
+        SnapshotFile::<TypeConfig>::remove_temp_files(&sm.dir)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         let loaded = SnapshotFile::<TypeConfig>::load(&sm.dir)
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         if let Some((meta, data)) = loaded {
@@ -75,6 +84,7 @@ impl StateMachine {
 /// Builds a snapshot from a copy of the state taken between two applies.
 pub struct Builder {
     dir: PathBuf,
+    save_lock: Arc<Mutex<()>>,
     body: SnapshotBody,
 }
 
@@ -91,8 +101,11 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.body.membership.clone(),
             snapshot_id,
         };
-        let (dir, m, d) = (self.dir.clone(), meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || SnapshotFile::<TypeConfig>::save(&dir, &m, &d))
+        let (dir, m, d, lock) = (self.dir.clone(), meta.clone(), data.clone(), self.save_lock.clone());
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
+        })
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
@@ -144,6 +157,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_snapshot_builder(&mut self) -> Builder {
         Builder {
             dir: self.dir.clone(),
+            save_lock: self.save_lock.clone(),
             body: SnapshotBody {
                 last_applied: self.last_applied,
                 membership: self.membership.clone(),
@@ -165,8 +179,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeIdT>> {
         let data = snapshot.into_inner();
         self.load_body(meta, &data)?;
-        let (dir, m, d) = (self.dir.clone(), meta.clone(), data.clone());
-        tokio::task::spawn_blocking(move || SnapshotFile::<TypeConfig>::save(&dir, &m, &d))
+        let (dir, m, d, lock) = (self.dir.clone(), meta.clone(), data.clone(), self.save_lock.clone());
+        tokio::task::spawn_blocking(move || {
+            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+            SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
+        })
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;

@@ -124,7 +124,7 @@ impl Store {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {
-        self.view(|s| serde_json::to_vec(s))
+        self.view(serde_json::to_vec)
             .map_err(StoreError::from)
     }
 

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs what building and testing rswarm needs on Debian 12, as root. Idempotent.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(build-essential pkg-config jq curl openssl python3 iproute2 ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if ((${#missing[@]})); then
+  apt-get update -q
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing: install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
