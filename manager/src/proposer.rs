@@ -80,7 +80,17 @@ impl RaftProposer {
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         let mut last_err = None;
         loop {
-            match self.raft.client_write(cmd.clone()).await {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let Ok(written) = tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await
+            else {
+                // openraft waits for the commit; without a quorum it never comes. The entry
+                // may still commit later, so say so.
+                return Err(ProposeError::Unavailable(format!(
+                    "not committed within {}s: the managers may have lost their quorum (the change may still apply later)",
+                    WRITE_DEADLINE.as_secs()
+                )));
+            };
+            match written {
                 Ok(r) => return outcome(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {

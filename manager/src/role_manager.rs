@@ -225,9 +225,22 @@ mod tests {
             }]
         );
         let lagging = |_| Some(1);
-        assert!(plan(std::slice::from_ref(&n), &set(&[1]), &set(&[2]), &lagging, 500).is_empty());
+        assert!(plan(
+            std::slice::from_ref(&n),
+            &set(&[1]),
+            &set(&[2]),
+            &lagging,
+            500
+        )
+        .is_empty());
         let caught = |_| Some(10);
-        let a = plan(std::slice::from_ref(&n), &set(&[1]), &set(&[2]), &caught, 10);
+        let a = plan(
+            std::slice::from_ref(&n),
+            &set(&[1]),
+            &set(&[2]),
+            &caught,
+            10,
+        );
         assert_eq!(a, vec![RoleAction::PromoteVoter { raft_id: 2 }]);
         let a = plan(&[n], &set(&[1, 2]), &set(&[]), &caught, 10);
         assert!(matches!(
@@ -243,7 +256,13 @@ mod tests {
     fn a_demoted_manager_leaves_raft_before_it_is_a_worker() {
         let n = node("b", NodeRole::Worker, NodeRole::Manager, Some(2));
         let none = |_| None;
-        let a = plan(std::slice::from_ref(&n), &set(&[1, 2]), &set(&[]), &none, 10);
+        let a = plan(
+            std::slice::from_ref(&n),
+            &set(&[1, 2]),
+            &set(&[]),
+            &none,
+            10,
+        );
         assert_eq!(a, vec![RoleAction::RemoveMember { raft_id: 2 }]);
         let a = plan(&[n], &set(&[1]), &set(&[]), &none, 10);
         assert!(matches!(

@@ -315,11 +315,15 @@ impl NodeRuntime {
         let mut inner = self.inner.lock().await;
         if inner.node.is_some() {
             if req.force_new_cluster {
-                return Err(NodeError::FailedPrecondition(
-                    "--force-new-cluster is not supported yet: restore quorum by restarting the lost managers".into(),
-                ));
+                return self.force_new_cluster(&mut inner).await;
             }
             return Err(NodeError::AlreadyInCluster);
+        }
+        if req.force_new_cluster {
+            return Err(NodeError::FailedPrecondition(
+                "--force-new-cluster needs a manager of an existing cluster: this node is in none"
+                    .into(),
+            ));
         }
         let (listen, advertise) = resolve_addrs(&self.cfg, &req.listen_addr, &req.advertise_addr)?;
         let mut spec = ClusterSpec::default();
@@ -381,6 +385,91 @@ impl NodeRuntime {
         Ok(pb::InitResponse {
             node_id: node_id.to_string(),
             cluster_id: cluster_id.to_string(),
+        })
+    }
+
+    /// Recovers from lost quorum on this surviving manager, keeping the state: a new
+    /// single-voter Raft whose first entry restores the store as this manager last applied
+    /// it. The other managers are recorded as workers; they can be promoted again.
+    async fn force_new_cluster(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+    ) -> Result<pb::InitResponse, NodeError> {
+        let m = self.slot.current().ok_or_else(|| {
+            NodeError::FailedPrecondition("--force-new-cluster must run on a manager".into())
+        })?;
+        let state = m.store.view(Clone::clone);
+        let Some(mut cluster) = state.cluster else {
+            return Err(NodeError::FailedPrecondition(
+                "this manager holds no cluster state to recover".into(),
+            ));
+        };
+        let node = inner.node.clone().ok_or(NodeError::NotInCluster)?;
+        let connector = inner
+            .running
+            .as_ref()
+            .map(|r| r.connector.clone())
+            .ok_or(NodeError::NotInCluster)?;
+        warn!("forcing a new cluster from this manager's state");
+        self.slot_setter.set(None);
+        m.shutdown().await;
+        drop(m);
+
+        let raft_id = new_raft_id();
+        let now = now_ms();
+        let mut nodes: Vec<Node> = state.nodes.into_values().collect();
+        for n in &mut nodes {
+            if n.id.as_str() == node.node_id {
+                n.role = NodeRole::Manager;
+                n.spec.desired_role = NodeRole::Manager;
+                n.manager = Some(ManagerInfo {
+                    raft_id,
+                    addr: node.advertise_addr.clone(),
+                });
+            } else {
+                // Nobody has heard from the others in this new cluster yet.
+                n.status.state = NodeState::Unknown;
+            }
+            if n.id.as_str() != node.node_id
+                && (n.manager.is_some() || n.spec.desired_role == NodeRole::Manager)
+            {
+                n.role = NodeRole::Worker;
+                n.spec.desired_role = NodeRole::Worker;
+                n.manager = None;
+            }
+            n.meta.updated_at = now;
+        }
+        cluster.meta.updated_at = now;
+
+        self.data.remove_dir(&self.data.raft_dir())?;
+        let mut node_file = node.clone();
+        node_file.raft_id = raft_id;
+        node_file.managers = vec![node.advertise_addr.clone()];
+        self.data.save_node(&node_file)?;
+        let m = self.start_manager(&node_file, connector).await?;
+        m.bootstrap()
+            .await
+            .map_err(|e| NodeError::Internal(e.to_string()))?;
+        if !m.wait_leader(Duration::from_secs(15)).await {
+            return Err(NodeError::Internal(
+                "the new cluster elected no leader".into(),
+            ));
+        }
+        m.proposer
+            .propose(Command::Restore {
+                cluster: Box::new(cluster.clone()),
+                nodes,
+            })
+            .await
+            .map_err(|e| NodeError::Internal(format!("restore the state: {e}")))?;
+        if let Some(r) = inner.running.as_ref() {
+            *r.managers.lock().unwrap_or_else(|p| p.into_inner()) = node_file.managers.clone();
+        }
+        inner.node = Some(node_file);
+        info!("new cluster forced from this manager's state");
+        Ok(pb::InitResponse {
+            node_id: node.node_id,
+            cluster_id: cluster.id.to_string(),
         })
     }
 

@@ -101,14 +101,19 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.body.membership.clone(),
             snapshot_id,
         };
-        let (dir, m, d, lock) = (self.dir.clone(), meta.clone(), data.clone(), self.save_lock.clone());
+        let (dir, m, d, lock) = (
+            self.dir.clone(),
+            meta.clone(),
+            data.clone(),
+            self.save_lock.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
         })
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -179,14 +184,19 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeIdT>> {
         let data = snapshot.into_inner();
         self.load_body(meta, &data)?;
-        let (dir, m, d, lock) = (self.dir.clone(), meta.clone(), data.clone(), self.save_lock.clone());
+        let (dir, m, d, lock) = (
+            self.dir.clone(),
+            meta.clone(),
+            data.clone(),
+            self.save_lock.clone(),
+        );
         tokio::task::spawn_blocking(move || {
             let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
             SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
         })
-            .await
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        .await
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         self.current = Some((meta.clone(), data));
         Ok(())
     }

@@ -16,6 +16,20 @@ impl State {
                 *self = next;
                 Ok(events)
             }
+            Command::Restore { cluster, nodes } => {
+                let mut c = (**cluster).clone();
+                c.meta.version = index;
+                self.cluster = Some(c);
+                self.nodes = nodes
+                    .iter()
+                    .map(|n| {
+                        let mut n = n.clone();
+                        n.meta.version = index;
+                        (n.id.clone(), n)
+                    })
+                    .collect();
+                Ok(vec![Event::Reset])
+            }
             Command::CreateCluster(c) => {
                 if let Some(existing) = &self.cluster {
                     return Err(CommandError::Exists {
@@ -251,6 +265,24 @@ mod tests {
         assert_eq!(n.status.state, NodeState::Ready);
         assert_eq!(n.status.addr, "10.0.0.1");
         assert_eq!(n.meta.version, 2);
+    }
+
+    #[test]
+    fn restore_replaces_everything_at_one_version() {
+        let mut s = State::default();
+        s.apply(1, &Command::CreateNode(Box::new(node("old"))))
+            .unwrap();
+        s.apply(
+            9,
+            &Command::Restore {
+                cluster: Box::new(cluster()),
+                nodes: vec![node("a"), node("b")],
+            },
+        )
+        .unwrap();
+        assert!(!s.nodes.contains_key(&NodeId::from("old")));
+        assert!(s.nodes.values().all(|n| n.meta.version == 9));
+        assert_eq!(s.cluster.as_ref().map(|c| c.meta.version), Some(9));
     }
 
     #[test]

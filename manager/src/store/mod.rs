@@ -124,8 +124,7 @@ impl Store {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {
-        self.view(serde_json::to_vec)
-            .map_err(StoreError::from)
+        self.view(serde_json::to_vec).map_err(StoreError::from)
     }
 
     /// Replaces the whole state (installing a snapshot) and tells subscribers to resync.

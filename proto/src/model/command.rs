@@ -25,6 +25,12 @@ pub enum Command {
     },
     /// Applies every command or none.
     Batch(Vec<Command>),
+    /// Replaces the whole store: the first entry of a cluster recovered with
+    /// `init --force-new-cluster`. Every object's version becomes this entry's index.
+    Restore {
+        cluster: Box<Cluster>,
+        nodes: Vec<Node>,
+    },
 }
 
 /// Why the store refused a command. Refusals are results, not Raft failures: the entry is
