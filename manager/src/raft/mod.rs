@@ -24,19 +24,22 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub type RaftMetrics = openraft::RaftMetrics<u64, BasicNode>;
 
 /// Raft timings, chosen on purpose:
-/// - heartbeats every 150 ms, so a follower sees at least five before its election timer
-///   runs out even when a loaded two-core machine delays a few of them;
-/// - an election timeout of 750–1250 ms, so a lost leader is replaced in well under 2 s on
-///   a LAN (timeout + one vote round with fsync), against ~10 s in Swarm;
+/// - heartbeats every 100 ms, so a follower sees at least five before its election timer
+///   can fire, even when a loaded two-core machine delays a few of them;
+/// - an election timeout of 500–800 ms. openraft 0.9 also gives the leader a lease of
+///   `election_timeout_max`: a follower refuses votes until that long after the last
+///   heartbeat, so the first candidate often loses and retries. A lost leader is thus
+///   replaced after 0.8–1.6 s plus a vote round with fsync: within 2 s on a LAN (Swarm
+///   takes ~10 s);
 /// - a snapshot every 10,000 entries, keeping 1,000 behind it so a briefly lagging
 ///   follower catches up from the log rather than by snapshot.
 #[allow(clippy::result_large_err)] // openraft's error type.
 pub fn config() -> Result<openraft::Config, openraft::ConfigError> {
     openraft::Config {
         cluster_name: "rswarm".into(),
-        heartbeat_interval: 150,
-        election_timeout_min: 750,
-        election_timeout_max: 1250,
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 800,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
