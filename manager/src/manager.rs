@@ -112,8 +112,13 @@ impl Manager {
             .is_ok()
     }
 
+    /// Whether this manager leads: Raft says so and a quorum has acknowledged it within the
+    /// leader lease. openraft 0.9 never makes a leader cut off from its quorum step down
+    /// (its election timer skips leaders), so without the lease check an isolated leader
+    /// would keep running the dispatcher and role manager while the majority elects
+    /// another.
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader == Some(self.raft_id)
+        leading(&self.raft.metrics().borrow(), self.raft_id)
     }
 
     /// The current leader's Raft id and cluster address, if one is known.
@@ -149,6 +154,17 @@ impl Manager {
     }
 }
 
+/// See [`Manager::is_leader`].
+fn leading(m: &crate::raft::RaftMetrics, me: RaftId) -> bool {
+    if m.state != ServerState::Leader || m.current_leader != Some(me) {
+        return false;
+    }
+    let alone = m.membership_config.membership().voter_ids().count() <= 1;
+    alone
+        || m.millis_since_quorum_ack
+            .is_some_and(|ms| ms <= crate::raft::LEADER_LEASE_MS)
+}
+
 /// Starts the leader-only components when this manager becomes leader and stops them when
 /// it stops being leader. Each does a full pass when it starts, since events may have been
 /// missed across a leader change.
@@ -156,7 +172,7 @@ async fn leadership_loop(m: Arc<Manager>) {
     let mut metrics = m.raft.metrics();
     let mut running: Vec<JoinHandle<()>> = Vec::new();
     loop {
-        let leading = metrics.borrow().state == ServerState::Leader;
+        let leading = m.is_leader();
         if leading && running.is_empty() {
             info!(raft.id = m.raft_id, "became leader");
             m.dispatcher.leader_start();
@@ -173,8 +189,11 @@ async fn leadership_loop(m: Arc<Manager>) {
             }
             m.dispatcher.leader_stop();
         }
-        if metrics.changed().await.is_err() {
-            break;
+        // Metrics change on every Raft event; the timer catches a lease running out while
+        // nothing else happens.
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { break; },
+            _ = tokio::time::sleep(std::time::Duration::from_millis(crate::raft::LEADER_LEASE_MS / 4)) => {}
         }
     }
     for t in running {

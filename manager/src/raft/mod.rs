@@ -39,7 +39,7 @@ pub fn config() -> Result<openraft::Config, openraft::ConfigError> {
         cluster_name: "rswarm".into(),
         heartbeat_interval: 100,
         election_timeout_min: 500,
-        election_timeout_max: 800,
+        election_timeout_max: LEADER_LEASE_MS,
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
@@ -48,6 +48,10 @@ pub fn config() -> Result<openraft::Config, openraft::ConfigError> {
     }
     .validate()
 }
+
+/// openraft's leader lease (`election_timeout_max`): a leader not acknowledged by a quorum
+/// for longer is treated as not leading by the manager.
+pub const LEADER_LEASE_MS: u64 = 800;
 
 /// How long an RPC to a peer may take before it counts as failed.
 pub const RPC_TIMEOUT: Duration = Duration::from_secs(5);

@@ -21,7 +21,8 @@ struct LinkState {
 
 pub struct Relay {
     addr: SocketAddr,
-    target: Arc<RwLock<SocketAddr>>,
+    /// `None` while the peer is down: connections are accepted and closed at once.
+    target: Arc<RwLock<Option<SocketAddr>>>,
     state: watch::Sender<LinkState>,
     accept: JoinHandle<()>,
 }
@@ -31,7 +32,7 @@ impl Relay {
     pub async fn start(target: SocketAddr) -> std::io::Result<Relay> {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let target = Arc::new(RwLock::new(target));
+        let target = Arc::new(RwLock::new(Some(target)));
         let (state, _) = watch::channel(LinkState::default());
         let accept = tokio::spawn(accept_loop(listener, target.clone(), state.clone()));
         Ok(Relay {
@@ -59,13 +60,9 @@ impl Relay {
         self.state.send_modify(|s| s.cut = false);
     }
 
-    pub fn is_cut(&self) -> bool {
-        self.state.borrow().cut
-    }
-
-    /// Forwards new connections to `target` (the peer restarted on another port) and
-    /// closes the ones to the old port.
-    pub fn retarget(&self, target: SocketAddr) {
+    /// Forwards new connections to `target` (the peer restarted on another port), or
+    /// closes them at once if `None` (the peer is down); closes the live ones either way.
+    pub fn retarget(&self, target: Option<SocketAddr>) {
         *self.target.write().unwrap_or_else(|p| p.into_inner()) = target;
         self.state.send_modify(|s| s.epoch += 1);
     }
@@ -80,7 +77,7 @@ impl Drop for Relay {
 
 async fn accept_loop(
     listener: TcpListener,
-    target: Arc<RwLock<SocketAddr>>,
+    target: Arc<RwLock<Option<SocketAddr>>>,
     state: watch::Sender<LinkState>,
 ) {
     loop {
@@ -89,11 +86,11 @@ async fn accept_loop(
         };
         let mut rx = state.subscribe();
         let now = *rx.borrow_and_update();
-        if now.cut {
+        let to = *target.read().unwrap_or_else(|p| p.into_inner());
+        let Some(to) = to.filter(|_| !now.cut) else {
             drop(inbound);
             continue;
-        }
-        let to = *target.read().unwrap_or_else(|p| p.into_inner());
+        };
         tokio::spawn(async move {
             let mut inbound = inbound;
             // A cut while connecting shows up as a changed epoch below.
