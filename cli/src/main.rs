@@ -39,17 +39,27 @@ enum Command {
     Node(commands::node::NodeCommand),
 }
 
+/// Bad usage, as sysexits' EX_USAGE.
+const EX_USAGE: u8 = 64;
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
                     ExitCode::SUCCESS
                 }
-                // Bad usage: 64, as sysexits' EX_USAGE.
-                _ => ExitCode::from(64),
+                _ => {
+                    // One line, as for every other error; `--help` has the details.
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("invalid usage");
+                    eprintln!("Error: {}", first.trim_start_matches("error: "));
+                    ExitCode::from(EX_USAGE)
+                }
             };
         }
     };
@@ -77,7 +87,13 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", client::error_line(&e));
-            ExitCode::FAILURE
+            if e.chain()
+                .any(|c| c.downcast_ref::<commands::daemon::UsageError>().is_some())
+            {
+                ExitCode::from(EX_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

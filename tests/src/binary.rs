@@ -51,7 +51,9 @@ fn find_or_build() -> PathBuf {
         .status();
     match status {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("`cargo build -p rswarm` failed ({s}): build the binary first or set RSWARM_BIN"),
+        Ok(s) => {
+            panic!("`cargo build -p rswarm` failed ({s}): build the binary first or set RSWARM_BIN")
+        }
         Err(e) => panic!(
             "could not run {} to build rswarm ({e}): build the binary first or set RSWARM_BIN",
             Path::new(&cargo).display()

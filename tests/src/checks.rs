@@ -73,6 +73,8 @@ impl Checks {
                 problems.push(format!("stderr does not mention {e:?}"));
             }
         }
+        // Shown with --no-capture, and for a failing test.
+        eprintln!("{case}: exit {} stderr {:?}", out.status, stderr.trim_end());
         if !problems.is_empty() {
             self.failures.push(format!(
                 "{case}: {}\n      {}",

@@ -1,6 +1,8 @@
 //! Waiting on conditions instead of sleeping.
 //!
-//! Real time is right here: the conditions depend on other processes.
+//! Real time is right here: the conditions depend on other processes, which a paused clock
+//! cannot move.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 

@@ -43,15 +43,22 @@ fn machine_hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// A flag value the daemon cannot use: the process exits 64 before binding anything.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
 pub async fn run(a: DaemonArgs) -> anyhow::Result<()> {
-    let listen_addr = parse_addr("--listen-addr", &a.listen_addr, DEFAULT_PORT)?;
+    let usage = |e: crate::daemon::config::ConfigError| UsageError(e.to_string());
+    let listen_addr = parse_addr("--listen-addr", &a.listen_addr, DEFAULT_PORT).map_err(usage)?;
     let advertise_addr = a
         .advertise_addr
         .as_deref()
         .map(|s| parse_addr("--advertise-addr", s, listen_addr.port()))
-        .transpose()?;
+        .transpose()
+        .map_err(usage)?;
     if a.metrics_addr.is_some() {
-        anyhow::bail!("--metrics-addr is not supported yet");
+        return Err(UsageError("--metrics-addr is not supported yet".into()).into());
     }
     let cfg = DaemonConfig {
         data_dir: a.data_dir,

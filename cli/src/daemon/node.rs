@@ -139,6 +139,29 @@ fn resolve_addrs(
     Ok((listen, adv))
 }
 
+/// Why a join could not connect, in one line: a certificate the token does not vouch for
+/// is not an unreachable manager.
+fn join_connect_error(remote: &str, e: &tls::TlsError) -> NodeError {
+    let mut chain = Vec::new();
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(err) = cur {
+        chain.push(err.to_string());
+        cur = err.source();
+    }
+    let text = chain.join(": ");
+    if text.contains("certificate")
+        || text.contains("UnknownIssuer")
+        || text.contains("BadSignature")
+    {
+        NodeError::PermissionDenied(format!(
+            "the manager at {remote} is not of the cluster this join token is for (its CA does not match the token)"
+        ))
+    } else {
+        let cause = chain.last().cloned().unwrap_or_default();
+        NodeError::Unavailable(format!("could not reach a manager at {remote}: {cause}"))
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
     TcpListener::bind(addr)
         .await
@@ -583,9 +606,7 @@ impl NodeRuntime {
         .map_err(|_| {
             NodeError::Unavailable(format!("could not reach a manager at {remote}: timed out"))
         })?
-        .map_err(|e| {
-            NodeError::Unavailable(format!("could not reach a manager at {remote}: {e}"))
-        })?;
+        .map_err(|e| join_connect_error(&remote, &e))?;
         let mut client = pb::node_ca_client::NodeCaClient::new(channel);
         let mut request = tonic::Request::new(pb::JoinClusterRequest {
             token: req.token.trim().to_owned(),
@@ -853,7 +874,10 @@ impl NodeRuntime {
                 }
             }
         }
-        let want_manager = (v.desired_role == "manager" || v.role == "manager") && v.raft_id != 0;
+        // The store names a Raft id while the node is, or is becoming, a Raft member; the
+        // role manager clears it only once the node has left Raft. Stopping earlier would
+        // wipe the log of a node that still votes.
+        let want_manager = v.raft_id != 0;
         let running = self.slot.current();
         match (want_manager, running) {
             (true, Some(m)) if m.raft_id == v.raft_id => Ok(()),
@@ -893,7 +917,7 @@ impl NodeRuntime {
                 self.start_manager(&node, connector).await?;
                 Ok(())
             }
-            (false, Some(_)) if v.role == "worker" && v.desired_role == "worker" => {
+            (false, Some(_)) => {
                 info!("no longer a manager: leaving raft");
                 self.stop_manager().await;
                 {
@@ -920,7 +944,6 @@ impl NodeRuntime {
                 }
                 Ok(())
             }
-            _ => Ok(()),
         }
     }
 }
