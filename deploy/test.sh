@@ -8,6 +8,8 @@ bash deploy/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
+target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+export RSWARM_BIN="$target/debug/rswarm"
 cargo nextest run --workspace --no-fail-fast
 acc=../shared/acceptance
 if [[ ! -d $acc ]]; then
@@ -17,6 +19,6 @@ fi
 # The acceptance scripts of resolved issues, in order; each later issue adds its own.
 for s in control-plane; do
   echo "== acceptance: $s"
-  RSWARM="$PWD/target/debug/rswarm" bash "$acc/$s.sh"
+  RSWARM="$RSWARM_BIN" bash "$acc/$s.sh"
 done
 echo "all tests passed"
