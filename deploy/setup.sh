@@ -2,7 +2,7 @@
 # Installs what building and testing rswarm needs on Debian 12, as root. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential pkg-config jq curl openssl python3 iproute2 ca-certificates)
+pkgs=(build-essential pkg-config protobuf-compiler jq curl openssl python3 iproute2 ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

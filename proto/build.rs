@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/dispatcher.proto",
         "proto/ca.proto",
         "proto/raft.proto",
+        "proto/service.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

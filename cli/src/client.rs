@@ -28,7 +28,9 @@ pub async fn connect(host: &str) -> anyhow::Result<ControlClient<Channel>> {
         .map_err(|_| {
             anyhow::anyhow!("cannot connect to the rswarm daemon at {path}: is it running?")
         })?;
-    Ok(ControlClient::new(channel))
+    Ok(ControlClient::new(channel)
+        .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES))
 }
 
 /// One line for the user: a gRPC status shows its message only; other errors their chain.

@@ -37,12 +37,34 @@ enum Command {
     /// Manage nodes.
     #[command(subcommand)]
     Node(commands::node::NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(commands::service::ServiceCommand),
 }
 
 /// Bad usage, as sysexits' EX_USAGE.
 const EX_USAGE: u8 = 64;
 
+/// The mode in which containerd's shim runs this binary to write a container's logs
+/// (`rswarm log-writer FILE`, stdout and stderr on fds 3 and 4).
+pub const LOG_WRITER_MODE: &str = "log-writer";
+
 fn main() -> ExitCode {
+    // The shim's log writer: no runtime, no argument parsing beyond the file.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().as_deref() == Some(std::ffi::OsStr::new(LOG_WRITER_MODE)) {
+        let Some(path) = argv.next() else {
+            eprintln!("Error: log-writer needs the log file");
+            return ExitCode::from(EX_USAGE);
+        };
+        return match rswarm_worker::containerd::run_log_writer(std::path::Path::new(&path)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: log-writer: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -81,6 +103,7 @@ fn main() -> ExitCode {
             Command::JoinToken(a) => commands::swarm::join_token(&cli.host, a).await,
             Command::Leave(a) => commands::swarm::leave(&cli.host, a).await,
             Command::Node(c) => commands::node::run(&cli.host, c).await,
+            Command::Service(c) => commands::service::run(&cli.host, c).await,
         }
     });
     match result {

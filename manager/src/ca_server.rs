@@ -78,6 +78,7 @@ impl pb::node_ca_server::NodeCa for NodeCaService {
                 .channel(&addr)
                 .map_err(|e| Status::unavailable(e.to_string()))?;
             return pb::node_ca_client::NodeCaClient::new(channel)
+                .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
                 .join(req.into_inner())
                 .await;
         }

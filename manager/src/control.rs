@@ -33,10 +33,17 @@ pub enum ControlError {
 impl From<ControlError> for Status {
     fn from(e: ControlError) -> Self {
         match &e {
-            ControlError::Lookup(LookupError::NotFound(_)) => Status::not_found(e.to_string()),
-            ControlError::Lookup(LookupError::Ambiguous(_)) | ControlError::InvalidArgument(_) => {
-                Status::invalid_argument(e.to_string())
-            }
+            ControlError::Lookup(
+                LookupError::NotFound(_)
+                | LookupError::ServiceNotFound(_)
+                | LookupError::TaskNotFound(_),
+            ) => Status::not_found(e.to_string()),
+            ControlError::Lookup(
+                LookupError::Ambiguous(_)
+                | LookupError::ServiceAmbiguous(_)
+                | LookupError::TaskAmbiguous(_),
+            )
+            | ControlError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ControlError::Propose(ProposeError::Refused(CommandError::StaleVersion { .. })) => {
                 Status::aborted(e.to_string())
             }
@@ -181,9 +188,16 @@ pub async fn update_node(
     }
     // Read, change, write; retried on a concurrent change unless the caller pinned a version.
     for _ in 0..5 {
+        // The other nodes matter only to the demotion guard.
         let (node, nodes) = m.store.view(|s| {
-            s.find_node(&req.node)
-                .map(|n| (n.clone(), s.nodes.values().cloned().collect::<Vec<_>>()))
+            s.find_node(&req.node).map(|n| {
+                let others = if desired_role.is_some() {
+                    s.nodes.values().cloned().collect::<Vec<_>>()
+                } else {
+                    Vec::new()
+                };
+                (n.clone(), others)
+            })
         })?;
         if req.version != 0 && req.version != node.meta.version {
             return Err(ProposeError::Refused(CommandError::StaleVersion {

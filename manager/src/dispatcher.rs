@@ -7,9 +7,10 @@ use crate::ids::{now_ms, random_id};
 use crate::manager::Manager;
 use crate::proposer::{ProposeError, Proposer};
 use crate::slot::ManagerSlot;
+use crate::store::Event;
 use rswarm_proto::model::{Command, Node, NodeDescription, NodeId, NodeRole, NodeState};
 use rswarm_proto::pb;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -253,6 +254,7 @@ impl DispatcherService {
 }
 
 type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::SessionMessage, Status>> + Send>>;
+type AssignmentsStream = Pin<Box<dyn Stream<Item = Result<pb::AssignmentsMessage, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::dispatcher_server::Dispatcher for DispatcherService {
@@ -292,31 +294,41 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             let mut events = m.store.subscribe();
             let mut metrics = m.raft.metrics();
             let mut last: Option<pb::SessionMessage> = None;
+            // Only node and cluster changes can change what a session is told.
+            let mut dirty = true;
             loop {
                 if !m.dispatcher.is_current(&node, &session_id) || !m.is_leader() {
                     break;
                 }
-                match session_message(&m, &node, &session_id) {
-                    None => {
-                        let _ = tx
-                            .send(Err(Status::not_found(
-                                "this node was removed from the cluster",
-                            )))
-                            .await;
-                        break;
-                    }
-                    Some(msg) if last.as_ref() != Some(&msg) => {
-                        if tx.send(Ok(msg.clone())).await.is_err() {
+                if dirty {
+                    dirty = false;
+                    match session_message(&m, &node, &session_id) {
+                        None => {
+                            let _ = tx
+                                .send(Err(Status::not_found(
+                                    "this node was removed from the cluster",
+                                )))
+                                .await;
                             break;
                         }
-                        last = Some(msg);
+                        Some(msg) if last.as_ref() != Some(&msg) => {
+                            if tx.send(Ok(msg.clone())).await.is_err() {
+                                break;
+                            }
+                            last = Some(msg);
+                        }
+                        Some(_) => {}
                     }
-                    Some(_) => {}
                 }
                 tokio::select! {
-                    ev = events.recv() => {
-                        if let Err(tokio::sync::broadcast::error::RecvError::Closed) = ev { break; }
-                    }
+                    ev = events.recv() => match ev {
+                        Ok(Event::NodeCreated(_) | Event::NodeUpdated { .. } | Event::NodeRemoved(_)
+                            | Event::ClusterUpdated(_) | Event::Reset)
+                        | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                        Ok(_) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    // Leadership is re-checked at the top of the loop.
                     r = metrics.changed() => { if r.is_err() { break; } }
                     _ = tx.closed() => break,
                     // Re-check now and then: sessions are replaced without a store event.
@@ -328,6 +340,115 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+
+    type AssignmentsStream = AssignmentsStream;
+
+    async fn assignments(
+        &self,
+        req: Request<pb::AssignmentsRequest>,
+    ) -> Result<Response<AssignmentsStream>, Status> {
+        let m = self.slot.get()?;
+        let who = auth::require_node(&req, &m.store)?;
+        if !m.is_leader() {
+            return Err(not_leader(&m));
+        }
+        let session_id = req.into_inner().session_id;
+        if !m.dispatcher.is_current(&who.node_id, &session_id) {
+            return Err(Status::not_found("session not found: open a new one"));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let node = who.node_id.clone();
+        tokio::spawn(async move {
+            let mut events = m.store.subscribe();
+            let mut sent = assignments_of(&m, &node);
+            let first = pb::AssignmentsMessage {
+                complete: true,
+                update: sent.values().map(|(_, t)| t.clone()).collect(),
+                remove: Vec::new(),
+            };
+            if tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    ev = events.recv() => match ev {
+                        Ok(Event::Commit { .. }) | Ok(Event::Reset) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                if !m.dispatcher.is_current(&node, &session_id) || !m.is_leader() {
+                    break;
+                }
+                let now = assignments_of(&m, &node);
+                let update: Vec<pb::Task> = now
+                    .iter()
+                    .filter(|(id, (v, _))| sent.get(*id).is_none_or(|(sv, _)| sv != v))
+                    .map(|(_, (_, t))| t.clone())
+                    .collect();
+                let remove: Vec<String> = sent
+                    .keys()
+                    .filter(|id| !now.contains_key(*id))
+                    .map(|id| id.to_string())
+                    .collect();
+                if update.is_empty() && remove.is_empty() {
+                    continue;
+                }
+                let msg = pb::AssignmentsMessage {
+                    complete: false,
+                    update,
+                    remove,
+                };
+                if tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+                sent = now;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn update_task_status(
+        &self,
+        req: Request<pb::UpdateTaskStatusRequest>,
+    ) -> Result<Response<pb::UpdateTaskStatusResponse>, Status> {
+        let m = self.slot.get()?;
+        let who = auth::require_node(&req, &m.store)?;
+        if !m.is_leader() {
+            return Err(not_leader(&m));
+        }
+        let body = req.into_inner();
+        if !m.dispatcher.is_current(&who.node_id, &body.session_id) {
+            return Err(Status::not_found("session not found: open a new one"));
+        }
+        let mut cmds = Vec::new();
+        for u in body.updates {
+            let id = rswarm_proto::model::TaskId(u.task_id);
+            // A node reports only on its own tasks.
+            let owned = m.store.view(|s| {
+                s.tasks
+                    .get(&id)
+                    .is_some_and(|t| t.node_id.as_ref() == Some(&who.node_id))
+            });
+            if !owned {
+                continue;
+            }
+            let status = rswarm_proto::model::TaskStatus::try_from(u.status.unwrap_or_default())
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            cmds.push(Command::UpdateTaskStatus { id, status });
+        }
+        if !cmds.is_empty() {
+            m.proposer
+                .propose(Command::Batch(cmds))
+                .await
+                .map_err(|e| Status::unavailable(e.to_string()))?;
+        }
+        Ok(Response::new(pb::UpdateTaskStatusResponse {}))
     }
 
     async fn heartbeat(
@@ -347,6 +468,42 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             period_ms: heartbeat_period(&m).as_millis() as u64,
         }))
     }
+}
+
+/// Whether `t` belongs in its node's assignments: scheduled there, and not both finished and
+/// no longer wanted (then its container can go).
+pub fn is_assigned(t: &rswarm_proto::model::Task, node: &NodeId) -> bool {
+    use rswarm_proto::model::TaskState;
+    t.node_id.as_ref() == Some(node)
+        && t.status.state >= TaskState::Assigned
+        && !(t.desired_state >= TaskState::Shutdown && t.status.state.is_terminal())
+}
+
+/// The node's assignments now, with each task's version.
+fn assignments_of(
+    m: &Manager,
+    node: &NodeId,
+) -> BTreeMap<rswarm_proto::model::TaskId, (u64, pb::Task)> {
+    m.store.view(|s| {
+        let hostname = s
+            .nodes
+            .get(node)
+            .map(|n| n.description.hostname.clone())
+            .unwrap_or_default();
+        s.tasks
+            .values()
+            .filter(|t| is_assigned(t, node))
+            .map(|t| {
+                (
+                    t.id.clone(),
+                    (
+                        t.meta.version,
+                        rswarm_proto::convert::task_to_pb(t, &hostname),
+                    ),
+                )
+            })
+            .collect()
+    })
 }
 
 /// Roles as the dispatcher reports them to agents.

@@ -182,6 +182,9 @@ async fn leadership_loop(m: Arc<Manager>) {
             running.push(tokio::spawn(
                 crate::role_manager::run(m.clone()).instrument(info_span!("role_manager")),
             ));
+            running.push(tokio::spawn(
+                crate::orchestrator::run(m.clone()).instrument(info_span!("orchestrator")),
+            ));
         } else if !leading && !running.is_empty() {
             info!(raft.id = m.raft_id, "no longer leader");
             for t in running.drain(..) {

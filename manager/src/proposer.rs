@@ -1,17 +1,28 @@
 //! Writes to the store go through a [`Proposer`]: on the leader straight into Raft, on a
 //! follower forwarded to the leader's `Raft.Propose`.
+//!
+//! Concurrent writes are coalesced: while a Raft write is in flight, new proposals queue,
+//! and the next write carries all of them as one `Command::Multi` entry (each command still
+//! applied or refused on its own). openraft 0.9 appends and fsyncs one client write at a
+//! time, so this is what turns many small writes into few log appends.
 
 use crate::connector::Connector;
-use crate::raft::{Raft, TypeConfig};
+use crate::raft::Raft;
 use futures::future::BoxFuture;
 use openraft::error::{ClientWriteError, RaftError};
 use rswarm_proto::model::{Command, CommandError, CommandResponse};
 use rswarm_proto::pb;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tonic::transport::Channel;
 
 /// How long a write may wait for a leader before giving up.
 const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// The most commands coalesced into one entry.
+const MAX_BATCH: usize = 256;
+/// Raft writes in flight at once; more proposals queue and coalesce.
+const IN_FLIGHT: usize = 2;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
@@ -43,40 +54,124 @@ fn outcome(resp: CommandResponse) -> Result<u64, ProposeError> {
     }
 }
 
+type Waiter = oneshot::Sender<Result<u64, ProposeError>>;
+
 /// The proposer of a running manager.
 pub struct RaftProposer {
+    queue: mpsc::UnboundedSender<(Command, Waiter)>,
+    writer: Arc<Writer>,
+}
+
+/// Does the Raft writes: locally on the leader, else through the leader's `Propose`.
+struct Writer {
     raft: Raft,
     connector: Arc<dyn Connector>,
+    /// The channel to the leader, kept while the leader stays the same.
+    leader: Mutex<Option<(String, Channel)>>,
 }
 
 impl RaftProposer {
     pub fn new(raft: Raft, connector: Arc<dyn Connector>) -> Self {
-        Self { raft, connector }
+        let writer = Arc::new(Writer {
+            raft,
+            connector,
+            leader: Mutex::new(None),
+        });
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(coalesce(rx, writer.clone()));
+        Self { queue, writer }
     }
 
     /// Commits on this node, which must be the leader (the `Propose` RPC's handler).
     pub async fn propose_local(&self, cmd: Command) -> Result<CommandResponse, String> {
-        match self.raft.client_write(cmd).await {
+        match self.writer.raft.client_write(cmd).await {
             Ok(r) => Ok(r.data),
             Err(e) => Err(e.to_string()),
         }
     }
+}
+
+/// Takes queued proposals and writes them, coalescing whatever queued meanwhile.
+async fn coalesce(mut rx: mpsc::UnboundedReceiver<(Command, Waiter)>, writer: Arc<Writer>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            if batch.len() == 1 {
+                let Some((cmd, tx)) = batch.pop() else { return };
+                let _ = tx.send(writer.write(cmd).await.and_then(outcome));
+                return;
+            }
+            let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
+            match writer.write(Command::Multi(cmds)).await {
+                Ok(resp) => {
+                    for (i, tx) in waiters.into_iter().enumerate() {
+                        let r = match resp.results.get(i).cloned().flatten() {
+                            None => Ok(resp.index),
+                            Some(e) => Err(ProposeError::Refused(e)),
+                        };
+                        let _ = tx.send(r);
+                    }
+                }
+                Err(e) => {
+                    for tx in waiters {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Writer {
+    fn leader_channel(&self, addr: &str) -> Result<Channel, String> {
+        let mut cached = self.leader.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((a, c)) = cached.as_ref() {
+            if a == addr {
+                return Ok(c.clone());
+            }
+        }
+        let c = self.connector.channel(addr).map_err(|e| e.to_string())?;
+        *cached = Some((addr.to_owned(), c.clone()));
+        Ok(c)
+    }
 
     async fn forward(&self, addr: &str, cmd: &Command) -> Result<CommandResponse, String> {
-        let channel = self.connector.channel(addr).map_err(|e| e.to_string())?;
+        let channel = self.leader_channel(addr)?;
         let data = serde_json::to_vec(cmd).map_err(|e| e.to_string())?;
         let mut req = tonic::Request::new(pb::RaftMessage { data });
         req.set_timeout(Duration::from_secs(5));
-        let resp = pb::raft_client::RaftClient::new(channel)
+        let resp = match pb::raft_client::RaftClient::new(channel)
+            .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
             .propose(req)
             .await
-            .map_err(|s| s.message().to_owned())?;
+        {
+            Ok(r) => r,
+            Err(s) => {
+                // A broken channel is not reused.
+                *self.leader.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                return Err(s.message().to_owned());
+            }
+        };
         let result: Result<CommandResponse, String> =
             serde_json::from_slice(&resp.into_inner().data).map_err(|e| e.to_string())?;
         result
     }
 
-    async fn run(&self, cmd: Command) -> Result<u64, ProposeError> {
+    /// Commits `cmd` through the leader, waiting up to the write deadline for one.
+    async fn write(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         let mut last_err = None;
         loop {
@@ -91,11 +186,11 @@ impl RaftProposer {
                 )));
             };
             match written {
-                Ok(r) => return outcome(r.data),
+                Ok(r) => return Ok(r.data),
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {
                         match self.forward(&node.addr, &cmd).await {
-                            Ok(r) => return outcome(r),
+                            Ok(r) => return Ok(r),
                             Err(e) => last_err = Some(e),
                         }
                     }
@@ -120,7 +215,20 @@ impl RaftProposer {
 
 impl Proposer for RaftProposer {
     fn propose(&self, cmd: Command) -> BoxFuture<'_, Result<u64, ProposeError>> {
-        Box::pin(self.run(cmd))
+        let (tx, rx) = oneshot::channel();
+        let sent = self.queue.send((cmd, tx));
+        Box::pin(async move {
+            if sent.is_err() {
+                return Err(ProposeError::Unavailable(
+                    "the manager is shutting down".into(),
+                ));
+            }
+            rx.await.unwrap_or_else(|_| {
+                Err(ProposeError::Unavailable(
+                    "the manager is shutting down".into(),
+                ))
+            })
+        })
     }
 }
 
@@ -147,6 +255,3 @@ impl Proposer for LocalProposer {
         Box::pin(async move { outcome(resp) })
     }
 }
-
-// Keep the openraft type config reachable for callers that need to name it.
-pub type RaftTypeConfig = TypeConfig;

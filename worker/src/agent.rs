@@ -34,6 +34,9 @@ pub struct AgentConfig {
     pub description: pb::NodeDescription,
     /// This node's cluster port, `IP:PORT`.
     pub advertise_addr: String,
+    /// Runs the tasks assigned to this node; `None` when no container runtime is available
+    /// (the node then takes no assignments).
+    pub tasks: Option<Arc<crate::tasks::TaskManager>>,
 }
 
 /// Manager addresses to try, shared with the daemon (which persists them).
@@ -122,7 +125,9 @@ async fn session(
         status,
     };
     let channel = channels.channel(addr).map_err(SessionError::Dial)?;
-    let mut client = DispatcherClient::new(channel);
+    let mut client = DispatcherClient::new(channel)
+        .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES);
     let req = pb::SessionRequest {
         description: Some(cfg.description.clone()),
         advertise_addr: cfg.advertise_addr.clone(),
@@ -141,8 +146,68 @@ async fn session(
 
     let mut beat_client = client.clone();
     let mut next_beat = tokio::time::Instant::now() + period;
+    let mut assignments = match &cfg.tasks {
+        Some(tm) => {
+            let s = client
+                .assignments(pb::AssignmentsRequest {
+                    session_id: session_id.clone(),
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            tm.resend_all();
+            Some((tm.clone(), s))
+        }
+        None => None,
+    };
+    let mut status_client = client.clone();
     loop {
+        let reports = cfg.tasks.as_ref().map(|tm| tm.reports.clone());
         tokio::select! {
+            msg = next_assignment(&mut assignments) => match msg {
+                Some(Ok(m)) => {
+                    if let Some((tm, _)) = &assignments {
+                        let tasks: Vec<rswarm_proto::model::Task> = m
+                            .update
+                            .into_iter()
+                            .filter_map(|t| match rswarm_proto::model::Task::try_from(t) {
+                                Ok(t) => Some(t),
+                                Err(e) => {
+                                    warn!("ignoring a malformed assignment: {e}");
+                                    None
+                                }
+                            })
+                            .collect();
+                        if m.complete {
+                            tm.set_all(tasks).await;
+                        } else {
+                            let removed = m.remove.into_iter().map(rswarm_proto::model::TaskId).collect();
+                            tm.update(tasks, removed).await;
+                        }
+                    }
+                }
+                Some(Err(s)) => return Err(rpc(s)),
+                None => return Err(SessionError::Ended(addr.to_owned())),
+            },
+            _ = notified(&reports) => {
+                let Some(r) = &reports else { continue };
+                let pending = r.take();
+                if pending.is_empty() {
+                    continue;
+                }
+                let updates = pending
+                    .iter()
+                    .map(|(id, st)| pb::TaskStatusUpdate {
+                        task_id: id.to_string(),
+                        status: Some(rswarm_proto::convert::task_status_to_pb(st)),
+                    })
+                    .collect();
+                let req = pb::UpdateTaskStatusRequest { session_id: session_id.clone(), updates };
+                if let Err(s) = status_client.update_task_status(req).await {
+                    r.restore(pending);
+                    return Err(rpc(s));
+                }
+            }
             msg = stream.next() => match msg {
                 Some(Ok(m)) => {
                     period = Duration::from_millis(m.heartbeat_period_ms.max(100));
@@ -160,6 +225,25 @@ async fn session(
                 next_beat = tokio::time::Instant::now() + period;
             }
         }
+    }
+}
+
+type AssignmentStream = tonic::Streaming<pb::AssignmentsMessage>;
+
+/// The next assignments message, or never when this node takes none.
+async fn next_assignment(
+    a: &mut Option<(Arc<crate::tasks::TaskManager>, AssignmentStream)>,
+) -> Option<Result<pb::AssignmentsMessage, tonic::Status>> {
+    match a {
+        Some((_, s)) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn notified(r: &Option<Arc<crate::tasks::Reports>>) {
+    match r {
+        Some(r) => r.notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

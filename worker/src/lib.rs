@@ -6,4 +6,8 @@
 //! managers with the node's certificate.
 
 pub mod agent;
+pub mod containerd;
 pub mod describe;
+pub mod exec;
+pub mod health;
+pub mod tasks;

@@ -60,9 +60,19 @@ pub async fn run(a: DaemonArgs) -> anyhow::Result<()> {
     if a.metrics_addr.is_some() {
         return Err(UsageError("--metrics-addr is not supported yet".into()).into());
     }
+    // Paths end up in container specs and in the shim's log URI, which need them absolute.
+    let absolute = |p: PathBuf| -> anyhow::Result<PathBuf> {
+        if p.is_absolute() {
+            Ok(p)
+        } else {
+            Ok(std::env::current_dir()
+                .context("current directory")?
+                .join(p))
+        }
+    };
     let cfg = DaemonConfig {
-        data_dir: a.data_dir,
-        socket: a.socket,
+        data_dir: absolute(a.data_dir)?,
+        socket: absolute(a.socket)?,
         listen_addr,
         advertise_addr,
         hostname: a.hostname.unwrap_or_else(machine_hostname),

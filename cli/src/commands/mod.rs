@@ -1,4 +1,5 @@
 //! One module per command group.
 pub mod daemon;
 pub mod node;
+pub mod service;
 pub mod swarm;

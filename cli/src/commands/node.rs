@@ -17,6 +17,15 @@ pub enum NodeCommand {
         #[command(flatten)]
         format: FormatArg,
     },
+    /// List the tasks on nodes (default: this node).
+    Ps {
+        nodes: Vec<String>,
+        /// desired-state=running|shutdown|accepted
+        #[arg(short, long)]
+        filter: Vec<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
     /// Change a node's availability or labels.
     Update(UpdateArgs),
     /// Make workers managers.
@@ -171,6 +180,32 @@ pub async fn run(host: &str, cmd: NodeCommand) -> anyhow::Result<()> {
             }
             let _ = format;
             output::json(&Value::Array(out))?;
+        }
+        NodeCommand::Ps {
+            nodes,
+            filter,
+            format,
+        } => {
+            let desired = crate::commands::service::desired_filter(&filter)?;
+            let nodes = if nodes.is_empty() {
+                vec![c.info(pb::InfoRequest {}).await?.into_inner().node_id]
+            } else {
+                nodes
+            };
+            let mut all = Vec::new();
+            for n in nodes {
+                let tasks = c
+                    .list_tasks(pb::ListTasksRequest {
+                        service: String::new(),
+                        node: n,
+                        desired_state: desired.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .tasks;
+                all.extend(tasks);
+            }
+            crate::commands::service::print_tasks(all, format.format)?;
         }
         NodeCommand::Update(a) => {
             let mut label_add = std::collections::HashMap::new();

@@ -3,6 +3,7 @@
 
 use super::node::NodeRuntime;
 use rswarm_manager::control as ops;
+use rswarm_manager::control_services as svc_ops;
 use rswarm_proto::model::NodeRole;
 use rswarm_proto::pb;
 use std::sync::Arc;
@@ -106,5 +107,55 @@ impl pb::control_server::Control for ControlService {
         let req = req.into_inner();
         ops::remove_node(&m, &req.node, req.force).await?;
         Ok(Response::new(pb::RemoveNodeResponse {}))
+    }
+
+    async fn create_service(
+        &self,
+        req: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::CreateServiceResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let service = svc_ops::create_service(&m, req.into_inner().spec).await?;
+        Ok(Response::new(pb::CreateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _req: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let m = self.node.slot().get()?;
+        Ok(Response::new(pb::ListServicesResponse {
+            services: svc_ops::list_services(&m),
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        req: Request<pb::UpdateServiceRequest>,
+    ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let service = svc_ops::update_service(&m, req.into_inner()).await?;
+        Ok(Response::new(pb::UpdateServiceResponse {
+            service: Some(service),
+        }))
+    }
+
+    async fn remove_service(
+        &self,
+        req: Request<pb::RemoveServiceRequest>,
+    ) -> Result<Response<pb::RemoveServiceResponse>, Status> {
+        let m = self.node.slot().get()?;
+        svc_ops::remove_service(&m, &req.into_inner().service).await?;
+        Ok(Response::new(pb::RemoveServiceResponse {}))
+    }
+
+    async fn list_tasks(
+        &self,
+        req: Request<pb::ListTasksRequest>,
+    ) -> Result<Response<pb::ListTasksResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let tasks = svc_ops::list_tasks(&m, req.get_ref())?;
+        Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
 }

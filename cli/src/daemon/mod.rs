@@ -27,14 +27,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         insecure_registries = ?cfg.insecure_registries,
         "container runtime settings"
     );
-    if !cfg.containerd.exists() {
-        warn!(
-            "containerd is not running at {}: this node cannot run tasks until it is",
-            cfg.containerd.display()
-        );
-    }
 
-    let runtime = Arc::new(NodeRuntime::new(cfg.clone()));
+    let executor = connect_executor(&cfg).await;
+    let runtime = Arc::new(NodeRuntime::new(cfg.clone(), executor));
     runtime
         .resume()
         .await
@@ -56,7 +51,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 
     let svc = rswarm_proto::pb::control_server::ControlServer::new(control::ControlService::new(
         runtime.clone(),
-    ));
+    ))
+    .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES);
     let server = tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown_signal());
@@ -65,6 +62,39 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     runtime.shutdown().await;
     let _ = std::fs::remove_file(&cfg.socket);
     result.context("control API server")
+}
+
+/// The container runtime, if containerd answers; without it the node takes no tasks.
+async fn connect_executor(cfg: &DaemonConfig) -> Option<Arc<dyn rswarm_worker::exec::Executor>> {
+    use rswarm_worker::containerd::{ContainerdExecutor, LogWriterCommand};
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => {
+            warn!(
+                "cannot find the rswarm binary for container logs: {e}; this node takes no tasks"
+            );
+            return None;
+        }
+    };
+    let log_writer = LogWriterCommand {
+        binary,
+        mode: crate::LOG_WRITER_MODE.into(),
+    };
+    match ContainerdExecutor::connect(
+        &cfg.containerd,
+        &cfg.containerd_namespace,
+        cfg.insecure_registries.clone(),
+        &cfg.data_dir.join("executor"),
+        log_writer,
+    )
+    .await
+    {
+        Ok(e) => Some(Arc::new(e)),
+        Err(e) => {
+            warn!("containerd is not available ({e}): this node takes no tasks until the daemon restarts with it");
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -97,6 +97,8 @@ struct Inner {
 
 pub struct NodeRuntime {
     cfg: DaemonConfig,
+    /// Runs this node's tasks; `None` without a container runtime.
+    tasks: Option<Arc<rswarm_worker::tasks::TaskManager>>,
     data: DataDir,
     slot: ManagerSlot,
     slot_setter: ManagerSlotSetter,
@@ -169,9 +171,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, NodeError> {
 }
 
 impl NodeRuntime {
-    pub fn new(cfg: DaemonConfig) -> Self {
+    pub fn new(
+        cfg: DaemonConfig,
+        executor: Option<Arc<dyn rswarm_worker::exec::Executor>>,
+    ) -> Self {
         let (slot_setter, slot) = manager_slot();
         Self {
+            tasks: executor.map(rswarm_worker::tasks::TaskManager::new),
             data: DataDir::new(cfg.data_dir.clone()),
             cfg,
             slot,
@@ -233,15 +239,23 @@ impl NodeRuntime {
         let slot = self.slot.clone();
         let server = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
-                .add_service(pb::raft_server::RaftServer::new(
-                    raft::server::RaftService::new(slot.clone()),
-                ))
-                .add_service(pb::dispatcher_server::DispatcherServer::new(
-                    dispatcher::DispatcherService::new(slot.clone()),
-                ))
-                .add_service(pb::node_ca_server::NodeCaServer::new(
-                    ca_server::NodeCaService::new(slot),
-                ))
+                .add_service(
+                    pb::raft_server::RaftServer::new(raft::server::RaftService::new(slot.clone()))
+                        .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    pb::dispatcher_server::DispatcherServer::new(
+                        dispatcher::DispatcherService::new(slot.clone()),
+                    )
+                    .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    pb::node_ca_server::NodeCaServer::new(ca_server::NodeCaService::new(slot))
+                        .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+                        .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES),
+                )
                 .serve_with_incoming(tls::incoming(listener, server_cfg))
                 .await;
             if let Err(e) = r {
@@ -301,6 +315,7 @@ impl NodeRuntime {
         let cfg = AgentConfig {
             description: rswarm_worker::describe::describe(&self.cfg.hostname),
             advertise_addr: node.advertise_addr.clone(),
+            tasks: self.tasks.clone(),
         };
         let channels = Arc::new(AgentChannels(running.connector.clone()));
         running.agent = Some(tokio::spawn(agent::run(
@@ -482,6 +497,8 @@ impl NodeRuntime {
             .propose(Command::Restore {
                 cluster: Box::new(cluster.clone()),
                 nodes,
+                services: state.services.into_values().collect(),
+                tasks: state.tasks.into_values().collect(),
             })
             .await
             .map_err(|e| NodeError::Internal(format!("restore the state: {e}")))?;
@@ -607,7 +624,8 @@ impl NodeRuntime {
             NodeError::Unavailable(format!("could not reach a manager at {remote}: timed out"))
         })?
         .map_err(|e| join_connect_error(&remote, &e))?;
-        let mut client = pb::node_ca_client::NodeCaClient::new(channel);
+        let mut client = pb::node_ca_client::NodeCaClient::new(channel)
+            .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES);
         let mut request = tonic::Request::new(pb::JoinClusterRequest {
             token: req.token.trim().to_owned(),
             csr_pem,

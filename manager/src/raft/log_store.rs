@@ -5,8 +5,9 @@
 //! - `raft_meta`: `vote`, `committed`, `last_purged_log_id` (serde_json) and `format`.
 //!
 //! Every write that openraft is told about (the return of `save_vote`, `truncate`, `purge`,
-//! `save_committed`, and the `append` callback) is a redb transaction committed with
-//! [`Durability::Immediate`], i.e. fsynced, before it is acknowledged. `append` writes the
+//! and the `append` callback) is a redb transaction committed with
+//! [`Durability::Immediate`], i.e. fsynced, before it is acknowledged. `save_committed` is
+//! the exception: the committed index is only a hint, so it rides on the next fsync. `append` writes the
 //! whole batch openraft hands it in one transaction, so one fsync covers many entries.
 //! redb calls block, so they run on tokio's blocking pool.
 //!
@@ -169,6 +170,7 @@ impl<C: RaftTypeConfig> RedbLogStore<C> {
         key: &'static str,
         value: Option<&T>,
         subject: ErrorSubject<C::NodeId>,
+        durability: Durability,
     ) -> Result<(), StorageError<C::NodeId>> {
         let bytes = value
             .map(serde_json::to_vec)
@@ -176,7 +178,8 @@ impl<C: RaftTypeConfig> RedbLogStore<C> {
             .ctx(&subject, ErrorVerb::Write)?;
         let s = subject.clone();
         self.blocking(subject, ErrorVerb::Write, move |db| {
-            let txn = begin_durable(db).ctx(&s, ErrorVerb::Write)?;
+            let mut txn = db.begin_write().ctx(&s, ErrorVerb::Write)?;
+            txn.set_durability(durability).ctx(&s, ErrorVerb::Write)?;
             {
                 let mut meta = txn.open_table(META).ctx(&s, ErrorVerb::Write)?;
                 match &bytes {
@@ -349,8 +352,13 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for RedbLogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {
-        self.write_meta(KEY_VOTE, Some(vote), ErrorSubject::Vote)
-            .await
+        self.write_meta(
+            KEY_VOTE,
+            Some(vote),
+            ErrorSubject::Vote,
+            Durability::Immediate,
+        )
+        .await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<C::NodeId>>, StorageError<C::NodeId>> {
@@ -361,8 +369,16 @@ impl<C: RaftTypeConfig> RaftLogStorage<C> for RedbLogStore<C> {
         &mut self,
         committed: Option<LogId<C::NodeId>>,
     ) -> Result<(), StorageError<C::NodeId>> {
-        self.write_meta(KEY_COMMITTED, committed.as_ref(), ErrorSubject::Store)
-            .await
+        // The committed index is a hint (openraft re-learns it from the leader), so it
+        // need not cost an fsync per commit: it reaches the disk with the next durable write
+        // (every append and vote), and a crash at worst loses an older hint.
+        self.write_meta(
+            KEY_COMMITTED,
+            committed.as_ref(),
+            ErrorSubject::Store,
+            Durability::None,
+        )
+        .await
     }
 
     async fn read_committed(

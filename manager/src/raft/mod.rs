@@ -43,7 +43,9 @@ pub fn config() -> Result<openraft::Config, openraft::ConfigError> {
         install_snapshot_timeout: 10_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
         max_in_snapshot_log_to_keep: 1_000,
-        max_payload_entries: 1_000,
+        // Entries can be coalesced writes of up to 256 commands; 64 of them keep an append
+        // well under the message limit.
+        max_payload_entries: 64,
         ..Default::default()
     }
     .validate()

@@ -38,7 +38,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            client: self.connector.channel(&node.addr).ok().map(RaftClient::new),
+            client: self.connector.channel(&node.addr).ok().map(|c| {
+                RaftClient::new(c)
+                    .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
+            }),
         }
     }
 }

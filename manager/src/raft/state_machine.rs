@@ -142,15 +142,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.last_applied = Some(entry.log_id);
             let resp = match entry.payload {
                 EntryPayload::Blank => CommandResponse {
-                    result: None,
                     index,
+                    ..Default::default()
                 },
                 EntryPayload::Normal(cmd) => self.store.apply(index, &cmd),
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResponse {
-                        result: None,
                         index,
+                        ..Default::default()
                     }
                 }
             };

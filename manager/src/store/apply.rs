@@ -16,7 +16,12 @@ impl State {
                 *self = next;
                 Ok(events)
             }
-            Command::Restore { cluster, nodes } => {
+            Command::Restore {
+                cluster,
+                nodes,
+                services,
+                tasks,
+            } => {
                 let mut c = (**cluster).clone();
                 c.meta.version = index;
                 self.cluster = Some(c);
@@ -28,7 +33,34 @@ impl State {
                         (n.id.clone(), n)
                     })
                     .collect();
+                self.services = services
+                    .iter()
+                    .map(|x| {
+                        let mut x = x.clone();
+                        x.meta.version = index;
+                        (x.id.clone(), x)
+                    })
+                    .collect();
+                self.tasks = tasks
+                    .iter()
+                    .map(|x| {
+                        let mut x = x.clone();
+                        x.meta.version = index;
+                        (x.id.clone(), x)
+                    })
+                    .collect();
                 Ok(vec![Event::Reset])
+            }
+            // The store applies `Multi` command by command (see `Store::apply`); nested
+            // in a `Batch` it is all-or-nothing like the rest of the batch.
+            Command::Multi(cmds) => {
+                let mut next = self.clone();
+                let mut events = Vec::new();
+                for c in cmds {
+                    events.extend(next.apply(index, c)?);
+                }
+                *self = next;
+                Ok(events)
             }
             Command::CreateCluster(c) => {
                 if let Some(existing) = &self.cluster {
@@ -112,6 +144,152 @@ impl State {
                 }
                 Ok(events)
             }
+            Command::CreateService(svc) => {
+                if self.services.contains_key(&svc.id) {
+                    return Err(CommandError::Exists {
+                        kind: "service".into(),
+                        id: svc.id.to_string(),
+                    });
+                }
+                self.check_service_name(svc)?;
+                let mut svc = (**svc).clone();
+                svc.meta.version = index;
+                self.services.insert(svc.id.clone(), svc.clone());
+                Ok(vec![Event::ServiceCreated(Box::new(svc))])
+            }
+            Command::UpdateService(svc) => {
+                let current = self
+                    .services
+                    .get(&svc.id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "service".into(),
+                        id: svc.id.to_string(),
+                    })?;
+                check_version(
+                    "service",
+                    svc.id.as_str(),
+                    current.meta.version,
+                    svc.meta.version,
+                )?;
+                self.check_service_name(svc)?;
+                let old = current.clone();
+                let mut svc = (**svc).clone();
+                svc.meta.version = index;
+                svc.meta.created_at = old.meta.created_at;
+                self.services.insert(svc.id.clone(), svc.clone());
+                Ok(vec![Event::ServiceUpdated {
+                    old: Box::new(old),
+                    new: Box::new(svc),
+                }])
+            }
+            Command::RemoveService { id } => {
+                let old = self
+                    .services
+                    .remove(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "service".into(),
+                        id: id.to_string(),
+                    })?;
+                Ok(vec![Event::ServiceRemoved(Box::new(old))])
+            }
+            Command::CreateTask(t) => {
+                if self.tasks.contains_key(&t.id) {
+                    return Err(CommandError::Exists {
+                        kind: "task".into(),
+                        id: t.id.to_string(),
+                    });
+                }
+                let mut t = (**t).clone();
+                t.meta.version = index;
+                self.tasks.insert(t.id.clone(), t.clone());
+                Ok(vec![Event::TaskCreated(Box::new(t))])
+            }
+            Command::UpdateTask(t) => {
+                let current = self
+                    .tasks
+                    .get(&t.id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "task".into(),
+                        id: t.id.to_string(),
+                    })?;
+                check_version("task", t.id.as_str(), current.meta.version, t.meta.version)?;
+                let old = current.clone();
+                let mut t = (**t).clone();
+                t.meta.version = index;
+                t.meta.created_at = old.meta.created_at;
+                self.tasks.insert(t.id.clone(), t.clone());
+                Ok(vec![Event::TaskUpdated {
+                    old: Box::new(old),
+                    new: Box::new(t),
+                }])
+            }
+            Command::RemoveTask { id } => {
+                let old = self
+                    .tasks
+                    .remove(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "task".into(),
+                        id: id.to_string(),
+                    })?;
+                Ok(vec![Event::TaskRemoved(Box::new(old))])
+            }
+            Command::UpdateTaskStatus { id, status } => {
+                let Some(current) = self.tasks.get_mut(id) else {
+                    // The task was reaped while the report was in flight.
+                    return Ok(Vec::new());
+                };
+                if status.state < current.status.state {
+                    return Ok(Vec::new());
+                }
+                let old = current.clone();
+                current.status = status.clone();
+                current.meta.version = index;
+                Ok(vec![Event::TaskUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
+            Command::SetTaskDesiredState { id, state } => {
+                let Some(current) = self.tasks.get_mut(id) else {
+                    return Ok(Vec::new());
+                };
+                if *state <= current.desired_state {
+                    return Ok(Vec::new());
+                }
+                let old = current.clone();
+                current.desired_state = *state;
+                current.meta.version = index;
+                Ok(vec![Event::TaskUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
+            Command::AssignTask {
+                id,
+                node,
+                timestamp,
+            } => {
+                let Some(current) = self.tasks.get_mut(id) else {
+                    return Ok(Vec::new());
+                };
+                let assignable = current.status.state <= rswarm_proto::model::TaskState::Pending
+                    && current.desired_state <= rswarm_proto::model::TaskState::Running
+                    && current.node_id.as_ref().is_none_or(|n| n == node);
+                if !assignable {
+                    return Ok(Vec::new());
+                }
+                let old = current.clone();
+                current.node_id = Some(node.clone());
+                current.status.state = rswarm_proto::model::TaskState::Assigned;
+                current.status.message = "scheduled".into();
+                current.status.err.clear();
+                current.status.timestamp = *timestamp;
+                current.meta.version = index;
+                Ok(vec![Event::TaskUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
             Command::SetNodeState {
                 id,
                 state,
@@ -138,6 +316,21 @@ impl State {
                 }])
             }
         }
+    }
+
+    /// Service names are unique.
+    fn check_service_name(&self, svc: &rswarm_proto::model::Service) -> Result<(), CommandError> {
+        let taken = self
+            .services
+            .values()
+            .any(|other| other.id != svc.id && other.spec.name == svc.spec.name);
+        if taken {
+            return Err(CommandError::Exists {
+                kind: "service".into(),
+                id: svc.spec.name.clone(),
+            });
+        }
+        Ok(())
     }
 
     pub fn is_removed(&self, id: &rswarm_proto::model::NodeId) -> bool {
@@ -277,6 +470,8 @@ mod tests {
             &Command::Restore {
                 cluster: Box::new(cluster()),
                 nodes: vec![node("a"), node("b")],
+                services: Vec::new(),
+                tasks: Vec::new(),
             },
         )
         .unwrap();

@@ -1,4 +1,4 @@
-use rswarm_proto::model::{Cluster, Node};
+use rswarm_proto::model::{Cluster, Node, Service, Task};
 
 /// A change in the store, published after it is applied.
 #[derive(Debug, Clone)]
@@ -10,6 +10,18 @@ pub enum Event {
         new: Box<Node>,
     },
     NodeRemoved(Box<Node>),
+    ServiceCreated(Box<Service>),
+    ServiceUpdated {
+        old: Box<Service>,
+        new: Box<Service>,
+    },
+    ServiceRemoved(Box<Service>),
+    TaskCreated(Box<Task>),
+    TaskUpdated {
+        old: Box<Task>,
+        new: Box<Task>,
+    },
+    TaskRemoved(Box<Task>),
     /// Every event of one log entry has been published.
     Commit {
         index: u64,

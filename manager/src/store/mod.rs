@@ -10,7 +10,9 @@ mod event;
 
 pub use event::Event;
 
-use rswarm_proto::model::{Cluster, Command, CommandResponse, Node, NodeId};
+use rswarm_proto::model::{
+    Cluster, Command, CommandResponse, Node, NodeId, Service, ServiceId, Task, TaskId,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -21,9 +23,63 @@ use tokio::sync::broadcast;
 pub struct State {
     pub cluster: Option<Cluster>,
     pub nodes: BTreeMap<NodeId, Node>,
+    #[serde(default)]
+    pub services: BTreeMap<ServiceId, Service>,
+    #[serde(default)]
+    pub tasks: BTreeMap<TaskId, Task>,
 }
 
 impl State {
+    /// Finds a service by id, name, or unique id prefix.
+    pub fn find_service(&self, key: &str) -> Result<&Service, LookupError> {
+        find_by(
+            self.services.values(),
+            key,
+            |s| s.id.as_str(),
+            |s| Some(s.spec.name.clone()),
+        )
+        .map_err(|ambiguous| {
+            if ambiguous {
+                LookupError::ServiceAmbiguous(key.to_owned())
+            } else {
+                LookupError::ServiceNotFound(key.to_owned())
+            }
+        })
+    }
+
+    /// Finds a task by id, unique id prefix, or name (`web.1`, `web.<node id>`; the
+    /// newest task of that slot).
+    pub fn find_task(&self, key: &str) -> Result<&Task, LookupError> {
+        if let Some(t) = self.tasks.get(&TaskId(key.to_owned())) {
+            return Ok(t);
+        }
+        let named = self
+            .tasks
+            .values()
+            .filter(|t| rswarm_proto::model::naming::task_name(t) == key)
+            .max_by_key(|t| (t.meta.created_at, t.id.clone()));
+        if let Some(t) = named {
+            return Ok(t);
+        }
+        let by_prefix: Vec<&Task> = self
+            .tasks
+            .values()
+            .filter(|t| t.id.as_str().starts_with(key))
+            .collect();
+        match by_prefix.len() {
+            1 => Ok(by_prefix[0]),
+            0 => Err(LookupError::TaskNotFound(key.to_owned())),
+            _ => Err(LookupError::TaskAmbiguous(key.to_owned())),
+        }
+    }
+
+    /// The tasks of one service.
+    pub fn tasks_of<'a>(&'a self, service: &'a ServiceId) -> impl Iterator<Item = &'a Task> + 'a {
+        self.tasks
+            .values()
+            .filter(move |t| &t.service_id == service)
+    }
+
     /// Finds a node by id, unique id prefix, or hostname (in that order, as Docker does).
     pub fn find_node(&self, key: &str) -> Result<&Node, LookupError> {
         if let Some(n) = self.nodes.get(&NodeId(key.to_owned())) {
@@ -58,6 +114,42 @@ pub enum LookupError {
     NotFound(String),
     #[error("node {0} is ambiguous: use a longer id")]
     Ambiguous(String),
+    #[error("service {0} not found")]
+    ServiceNotFound(String),
+    #[error("service {0} is ambiguous: use a longer id")]
+    ServiceAmbiguous(String),
+    #[error("task {0} not found")]
+    TaskNotFound(String),
+    #[error("task {0} is ambiguous: use a longer id")]
+    TaskAmbiguous(String),
+}
+
+/// Finds one of `items` by exact key, then unique prefix of its id, then exact name.
+fn find_by<'a, T>(
+    items: impl Iterator<Item = &'a T> + Clone,
+    key: &str,
+    id: impl Fn(&T) -> &str,
+    name: impl Fn(&T) -> Option<String>,
+) -> Result<&'a T, bool /* ambiguous */> {
+    if let Some(t) = items.clone().find(|t| id(t) == key) {
+        return Ok(t);
+    }
+    let by_name: Vec<&T> = items
+        .clone()
+        .filter(|t| name(t).as_deref() == Some(key))
+        .collect();
+    if by_name.len() == 1 {
+        return Ok(by_name[0]);
+    }
+    if by_name.len() > 1 {
+        return Err(true);
+    }
+    let by_prefix: Vec<&T> = items.filter(|t| id(t).starts_with(key)).collect();
+    match by_prefix.len() {
+        1 => Ok(by_prefix[0]),
+        0 => Err(false),
+        _ => Err(true),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,26 +193,54 @@ impl Store {
     /// Applies one committed command at log index `index`. A refused command changes
     /// nothing and reports why in the response.
     pub fn apply(&self, index: u64, cmd: &Command) -> CommandResponse {
+        if let Command::Multi(cmds) = cmd {
+            let mut results = Vec::with_capacity(cmds.len());
+            let mut events = Vec::new();
+            {
+                let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
+                for c in cmds {
+                    match guard.apply(index, c) {
+                        Ok(e) => {
+                            events.extend(e);
+                            results.push(None);
+                        }
+                        Err(e) => results.push(Some(e)),
+                    }
+                }
+            }
+            self.publish(events, index);
+            return CommandResponse {
+                result: None,
+                index,
+                results,
+            };
+        }
         let outcome = {
             let mut guard = self.state.write().unwrap_or_else(|p| p.into_inner());
             guard.apply(index, cmd)
         };
         match outcome {
             Ok(events) => {
-                for e in events {
-                    let _ = self.events.send(e);
-                }
-                let _ = self.events.send(Event::Commit { index });
+                self.publish(events, index);
                 CommandResponse {
                     result: None,
                     index,
+                    results: Vec::new(),
                 }
             }
             Err(e) => CommandResponse {
                 result: Some(e),
                 index,
+                results: Vec::new(),
             },
         }
+    }
+
+    fn publish(&self, events: Vec<Event>, index: u64) {
+        for e in events {
+            let _ = self.events.send(e);
+        }
+        let _ = self.events.send(Event::Commit { index });
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, StoreError> {

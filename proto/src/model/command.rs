@@ -1,4 +1,6 @@
-use super::{Cluster, Node, NodeId, NodeState};
+use super::{
+    Cluster, Node, NodeId, NodeState, Service, ServiceId, Task, TaskId, TaskState, TaskStatus,
+};
 use serde::{Deserialize, Serialize};
 
 /// A change to the cluster store: the payload of every Raft log entry. Only add variants;
@@ -30,7 +32,41 @@ pub enum Command {
     Restore {
         cluster: Box<Cluster>,
         nodes: Vec<Node>,
+        #[serde(default)]
+        services: Vec<Service>,
+        #[serde(default)]
+        tasks: Vec<Task>,
     },
+    /// Creates a service; refused if the id or the name is taken.
+    CreateService(Box<Service>),
+    /// Replaces a service; refused unless `meta.version` is the stored version or the name
+    /// would collide.
+    UpdateService(Box<Service>),
+    /// Removes a service; its tasks are shut down and reaped by the orchestrators.
+    RemoveService { id: ServiceId },
+    /// Creates a task; refused if the id exists.
+    CreateTask(Box<Task>),
+    /// Replaces a task (desired state, node assignment); refused unless `meta.version` is
+    /// the stored version.
+    UpdateTask(Box<Task>),
+    /// Deletes a task from the store (the reaper's job).
+    RemoveTask { id: TaskId },
+    /// What a node reports of its tasks. Unversioned, but a status only moves forward: an
+    /// older state than the stored one is ignored (not refused), as reports may arrive late.
+    UpdateTaskStatus { id: TaskId, status: TaskStatus },
+    /// The orchestrators' decision for a task. Only moves forward; a missing task is a
+    /// no-op, so a batch of these never fails on a task reaped meanwhile.
+    SetTaskDesiredState { id: TaskId, state: TaskState },
+    /// The scheduler's decision: the task runs on `node`. Applies only to a task still
+    /// pending and unassigned (a no-op otherwise).
+    AssignTask {
+        id: TaskId,
+        node: NodeId,
+        timestamp: u64,
+    },
+    /// Independent commands committed in one entry, each applied or refused on its own
+    /// (unlike `Batch`): how the proposer coalesces concurrent writes.
+    Multi(Vec<Command>),
 }
 
 /// Why the store refused a command. Refusals are results, not Raft failures: the entry is
@@ -61,4 +97,7 @@ pub struct CommandResponse {
     pub result: Option<CommandError>,
     /// The log index at which it was applied: the new version of what it wrote.
     pub index: u64,
+    /// For `Multi`: the outcome of each command, in order.
+    #[serde(default)]
+    pub results: Vec<Option<CommandError>>,
 }

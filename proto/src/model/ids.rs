@@ -37,6 +37,15 @@ string_id!(
     ClusterId
 );
 
+string_id!(
+    /// A service's id: 25 base-36 characters.
+    ServiceId
+);
+string_id!(
+    /// A task's id: 25 base-36 characters.
+    TaskId
+);
+
 /// A manager's member id in Raft. Distinct from [`NodeId`] so that a demoted and re-promoted
 /// manager joins Raft as a new member, never reusing an id whose log it no longer has.
 pub type RaftId = u64;

@@ -7,14 +7,21 @@ mod command;
 mod duration;
 mod ids;
 mod node;
+mod service;
+mod task;
 
 pub use cluster::{Cluster, ClusterSpec, JoinSecrets, RootCaMaterial};
 pub use command::{Command, CommandError, CommandResponse};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use ids::{ClusterId, NodeId, RaftId};
+pub use ids::{ClusterId, NodeId, RaftId, ServiceId, TaskId};
 pub use node::{
     ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
+pub use service::{
+    ContainerSpec, HealthCheck, Mount, MountType, Placement, ResourceRequirements, Resources,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+};
+pub use task::{naming, Task, TaskState, TaskStatus};
 
 use serde::{Deserialize, Serialize};
 

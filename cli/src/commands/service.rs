@@ -1,0 +1,845 @@
+//! `rswarm service ...`
+
+use crate::client;
+use crate::output::{self, Format};
+use clap::{Args, Subcommand};
+use rswarm_proto::model::{
+    parse_duration, ContainerSpec, HealthCheck, Mount, MountType, Placement, ResourceRequirements,
+    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+};
+use rswarm_proto::pb;
+use rswarm_proto::pb::control_client::ControlClient;
+use serde_json::{json, Value};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+#[derive(Subcommand)]
+pub enum ServiceCommand {
+    /// Create a service.
+    Create(Box<CreateArgs>),
+    /// List services.
+    Ls(FormatArg),
+    /// List the tasks of services.
+    Ps(PsArgs),
+    /// Show services in full.
+    Inspect {
+        #[arg(required = true)]
+        services: Vec<String>,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Set the replica count of replicated services: NAME=N...
+    Scale {
+        #[arg(required = true)]
+        scales: Vec<String>,
+        /// Return at once instead of waiting for the tasks.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// Remove services.
+    Rm {
+        #[arg(required = true)]
+        services: Vec<String>,
+    },
+}
+
+#[derive(Args)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    #[arg(required = true)]
+    services: Vec<String>,
+    /// desired-state=running|shutdown|accepted
+    #[arg(short, long)]
+    filter: Vec<String>,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// Service name (default: a generated one).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// replicated or global.
+    #[arg(long, default_value = "replicated", value_parser = ["replicated", "global"])]
+    mode: String,
+    /// KEY=VALUE; repeatable.
+    #[arg(short, long = "env")]
+    env: Vec<String>,
+    /// KEY=VALUE service label; repeatable.
+    #[arg(long = "label")]
+    label: Vec<String>,
+    /// KEY=VALUE container label; repeatable.
+    #[arg(long = "container-label")]
+    container_label: Vec<String>,
+    #[arg(short, long)]
+    workdir: Option<String>,
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Overrides the image's entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// Placement constraint, e.g. node.role==worker; repeatable.
+    #[arg(long = "constraint")]
+    constraint: Vec<String>,
+    /// spread=node.labels.KEY; repeatable.
+    #[arg(long = "placement-pref")]
+    placement_pref: Vec<String>,
+    #[arg(long = "replicas-max-per-node", default_value_t = 0)]
+    replicas_max_per_node: u64,
+    /// CPUs, e.g. 0.5.
+    #[arg(long)]
+    limit_cpu: Option<String>,
+    /// Bytes, e.g. 256M.
+    #[arg(long)]
+    limit_memory: Option<String>,
+    #[arg(long)]
+    reserve_cpu: Option<String>,
+    #[arg(long)]
+    reserve_memory: Option<String>,
+    #[arg(long, default_value = "any", value_parser = ["none", "on-failure", "any"])]
+    restart_condition: String,
+    #[arg(long, default_value = "5s")]
+    restart_delay: String,
+    #[arg(long, default_value_t = 0)]
+    restart_max_attempts: u64,
+    #[arg(long, default_value = "0s")]
+    restart_window: String,
+    #[arg(long)]
+    stop_grace_period: Option<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Command run to check health (through a shell, as CMD-SHELL).
+    #[arg(long)]
+    health_cmd: Option<String>,
+    #[arg(long)]
+    health_interval: Option<String>,
+    #[arg(long)]
+    health_timeout: Option<String>,
+    #[arg(long)]
+    health_retries: Option<u32>,
+    #[arg(long)]
+    health_start_period: Option<String>,
+    /// Disable the image's health check.
+    #[arg(long)]
+    no_healthcheck: bool,
+    /// type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
+    #[arg(long = "mount")]
+    mount: Vec<String>,
+    /// Return at once instead of waiting for the tasks to run.
+    #[arg(short, long)]
+    detach: bool,
+    /// Print the service id only.
+    #[arg(short, long)]
+    quiet: bool,
+    image: String,
+    /// The command and its arguments (replace the image's CMD).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {flag} {value:?}: {reason}")]
+pub struct FlagError {
+    flag: &'static str,
+    value: String,
+    reason: String,
+}
+
+fn flag_err(flag: &'static str, value: &str, reason: &str) -> FlagError {
+    FlagError {
+        flag,
+        value: value.to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn duration(flag: &'static str, v: &str) -> Result<Duration, FlagError> {
+    parse_duration(v).map_err(|_| flag_err(flag, v, "expected a duration such as 500ms, 2s, 1m30s"))
+}
+
+/// CPUs as Docker writes them (`0.5`, `2`) in billionths.
+pub fn parse_cpus(flag: &'static str, v: &str) -> Result<u64, FlagError> {
+    let f: f64 = v
+        .trim()
+        .parse()
+        .map_err(|_| flag_err(flag, v, "expected a number of CPUs such as 0.5"))?;
+    if !f.is_finite() || !(0.0..=1e6).contains(&f) {
+        return Err(flag_err(flag, v, "expected a number of CPUs such as 0.5"));
+    }
+    Ok((f * 1e9).round() as u64)
+}
+
+/// Bytes as Docker writes them: `512`, `64k`, `256m`, `1g` (binary units; `b` optional).
+pub fn parse_bytes(flag: &'static str, v: &str) -> Result<u64, FlagError> {
+    let t = v.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| flag_err(flag, v, "expected a size such as 256M or 1G"))?;
+    if !n.is_finite() || n < 0.0 {
+        return Err(flag_err(flag, v, "expected a size such as 256M or 1G"));
+    }
+    Ok((n * mult as f64) as u64)
+}
+
+fn parse_mount(v: &str) -> Result<Mount, FlagError> {
+    let mut kind = MountType::Volume;
+    let (mut source, mut target, mut read_only, mut size) =
+        (String::new(), String::new(), false, 0);
+    for part in v.split(',') {
+        let (k, val) = part.split_once('=').unwrap_or((part, "true"));
+        match k.trim() {
+            "type" => {
+                kind = match val {
+                    "bind" => MountType::Bind,
+                    "volume" => MountType::Volume,
+                    "tmpfs" => MountType::Tmpfs,
+                    _ => return Err(flag_err("--mount", v, "type must be bind, volume or tmpfs")),
+                }
+            }
+            "source" | "src" => source = val.to_owned(),
+            "target" | "destination" | "dst" => target = val.to_owned(),
+            "readonly" | "ro" => read_only = val != "false" && val != "0",
+            "tmpfs-size" => size = parse_bytes("--mount", val)?,
+            _ => {
+                return Err(flag_err(
+                    "--mount",
+                    v,
+                    "unknown key (expected type, source, target, readonly, tmpfs-size)",
+                ))
+            }
+        }
+    }
+    if target.is_empty() {
+        return Err(flag_err("--mount", v, "target is required"));
+    }
+    Ok(Mount {
+        kind,
+        source,
+        target,
+        read_only,
+        tmpfs_size: size,
+    })
+}
+
+fn key_values(
+    flag: &'static str,
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, FlagError> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in items {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            return Err(flag_err(flag, l, "expected KEY=VALUE"));
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+/// The spec the flags describe. Bad values fail here, before anything is sent.
+pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
+    let mode = match a.mode.as_str() {
+        "global" => {
+            if a.replicas.is_some() {
+                return Err(flag_err(
+                    "--replicas",
+                    &a.replicas.unwrap_or(0).to_string(),
+                    "a global service has no replica count",
+                ));
+            }
+            ServiceMode::Global
+        }
+        _ => ServiceMode::Replicated {
+            replicas: a.replicas.unwrap_or(1),
+        },
+    };
+    let healthcheck = if a.no_healthcheck {
+        Some(HealthCheck {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        })
+    } else if let Some(cmd) = &a.health_cmd {
+        let d = HealthCheck::default();
+        Some(HealthCheck {
+            test: vec!["CMD-SHELL".into(), cmd.clone()],
+            interval: a
+                .health_interval
+                .as_deref()
+                .map(|v| duration("--health-interval", v))
+                .transpose()?
+                .unwrap_or(d.interval),
+            timeout: a
+                .health_timeout
+                .as_deref()
+                .map(|v| duration("--health-timeout", v))
+                .transpose()?
+                .unwrap_or(d.timeout),
+            start_period: a
+                .health_start_period
+                .as_deref()
+                .map(|v| duration("--health-start-period", v))
+                .transpose()?
+                .unwrap_or(d.start_period),
+            retries: a.health_retries.unwrap_or(d.retries),
+        })
+    } else {
+        None
+    };
+    let container = ContainerSpec {
+        image: a.image.clone(),
+        command: a
+            .entrypoint
+            .as_ref()
+            .map(|e| vec![e.clone()])
+            .unwrap_or_default(),
+        args: a.args.clone(),
+        env: a.env.clone(),
+        dir: a.workdir.clone().unwrap_or_default(),
+        user: a.user.clone().unwrap_or_default(),
+        hostname: a.hostname.clone().unwrap_or_default(),
+        labels: key_values("--container-label", &a.container_label)?,
+        mounts: a
+            .mount
+            .iter()
+            .map(|m| parse_mount(m))
+            .collect::<Result<_, _>>()?,
+        stop_signal: a.stop_signal.clone().unwrap_or_default(),
+        stop_grace_period: a
+            .stop_grace_period
+            .as_deref()
+            .map(|v| duration("--stop-grace-period", v))
+            .transpose()?,
+        healthcheck,
+    };
+    let res = |flag_cpu: &'static str,
+               cpu: &Option<String>,
+               flag_mem: &'static str,
+               mem: &Option<String>|
+     -> Result<Resources, FlagError> {
+        Ok(Resources {
+            nano_cpus: cpu
+                .as_deref()
+                .map(|v| parse_cpus(flag_cpu, v))
+                .transpose()?
+                .unwrap_or(0),
+            memory_bytes: mem
+                .as_deref()
+                .map(|v| parse_bytes(flag_mem, v))
+                .transpose()?
+                .unwrap_or(0),
+        })
+    };
+    let mut preferences = Vec::new();
+    for p in &a.placement_pref {
+        let descriptor = p
+            .strip_prefix("spread=")
+            .ok_or_else(|| flag_err("--placement-pref", p, "expected spread=node.labels.KEY"))?;
+        preferences.push(SpreadOver {
+            descriptor: descriptor.to_owned(),
+        });
+    }
+    Ok(ServiceSpec {
+        name: a.name.clone().unwrap_or_else(generated_name),
+        labels: key_values("--label", &a.label)?,
+        task: TaskSpec {
+            container,
+            resources: ResourceRequirements {
+                limits: res(
+                    "--limit-cpu",
+                    &a.limit_cpu,
+                    "--limit-memory",
+                    &a.limit_memory,
+                )?,
+                reservations: res(
+                    "--reserve-cpu",
+                    &a.reserve_cpu,
+                    "--reserve-memory",
+                    &a.reserve_memory,
+                )?,
+            },
+            restart: RestartPolicy {
+                condition: match a.restart_condition.as_str() {
+                    "none" => RestartCondition::None,
+                    "on-failure" => RestartCondition::OnFailure,
+                    _ => RestartCondition::Any,
+                },
+                delay: duration("--restart-delay", &a.restart_delay)?,
+                max_attempts: a.restart_max_attempts,
+                window: duration("--restart-window", &a.restart_window)?,
+            },
+            placement: Placement {
+                constraints: a.constraint.clone(),
+                preferences,
+                max_replicas_per_node: a.replicas_max_per_node,
+            },
+            force_update: 0,
+        },
+        mode,
+    })
+}
+
+/// Docker names unnamed services adjective_name; ours are `svc-` and six base-36 characters.
+fn generated_name() -> String {
+    let id = rswarm_manager::ids::random_id();
+    format!("svc-{}", &id[..6])
+}
+
+fn mode_value(spec: &pb::ServiceSpec) -> Value {
+    if spec.mode == "global" {
+        json!({ "global": {} })
+    } else {
+        json!({ "replicated": { "replicas": spec.replicas } })
+    }
+}
+
+pub fn ls_row(s: &pb::Service) -> Value {
+    let spec = s.spec.clone().unwrap_or_default();
+    let image = spec
+        .task
+        .as_ref()
+        .and_then(|t| t.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default();
+    json!({
+        "id": s.id,
+        "name": spec.name,
+        "mode": if spec.mode.is_empty() { "replicated".to_owned() } else { spec.mode.clone() },
+        "replicas_desired": s.replicas_desired,
+        "replicas_running": s.replicas_running,
+        "image": image,
+        "ports": [],
+    })
+}
+
+fn ms_str(ms: u64) -> String {
+    rswarm_proto::model::format_duration(Duration::from_millis(ms))
+}
+
+pub fn inspect_value(s: &pb::Service) -> Value {
+    let spec = s.spec.clone().unwrap_or_default();
+    let meta = s.meta.unwrap_or_default();
+    let task = spec.task.clone().unwrap_or_default();
+    let c = task.container.clone().unwrap_or_default();
+    let res = task.resources.unwrap_or_default();
+    let r = task.restart.clone().unwrap_or_default();
+    let p = task.placement.clone().unwrap_or_default();
+    let labels: std::collections::BTreeMap<_, _> = spec.labels.clone().into_iter().collect();
+    json!({
+        "id": s.id,
+        "version": meta.version,
+        "created_at": meta.created_at,
+        "updated_at": meta.updated_at,
+        "spec": {
+            "name": spec.name,
+            "labels": labels,
+            "mode": mode_value(&spec),
+            "task_template": {
+                "container_spec": {
+                    "image": c.image, "command": c.command, "args": c.args, "env": c.env,
+                    "dir": c.dir, "user": c.user, "hostname": c.hostname,
+                    "mounts": c.mounts.iter().map(|m| json!({"type": m.r#type, "source": m.source, "target": m.target, "read_only": m.read_only})).collect::<Vec<_>>(),
+                    "stop_signal": c.stop_signal,
+                    "stop_grace_period": c.stop_grace_period_ms.map(ms_str),
+                    "healthcheck": c.healthcheck.as_ref().map(|h| json!({
+                        "test": h.test, "interval": ms_str(h.interval_ms), "timeout": ms_str(h.timeout_ms),
+                        "start_period": ms_str(h.start_period_ms), "retries": h.retries,
+                    })),
+                },
+                "resources": {
+                    "limits": res.limits.map(|l| json!({"nano_cpus": l.nano_cpus, "memory_bytes": l.memory_bytes})),
+                    "reservations": res.reservations.map(|l| json!({"nano_cpus": l.nano_cpus, "memory_bytes": l.memory_bytes})),
+                },
+                "restart_policy": {
+                    "condition": r.condition, "delay": ms_str(r.delay_ms),
+                    "max_attempts": r.max_attempts, "window": ms_str(r.window_ms),
+                },
+                "placement": {
+                    "constraints": p.constraints,
+                    "preferences": p.spread.iter().map(|s| json!({"spread": s})).collect::<Vec<_>>(),
+                    "max_replicas": p.max_replicas_per_node,
+                },
+            },
+        },
+        "endpoint": { "virtual_ips": [] },
+        "replicas_desired": s.replicas_desired,
+        "replicas_running": s.replicas_running,
+    })
+}
+
+pub fn task_row(t: &pb::Task) -> Value {
+    let st = t.status.clone().unwrap_or_default();
+    let image = t
+        .spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .map(|c| c.image.clone())
+        .unwrap_or_default();
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "service": t.service_name,
+        "service_id": t.service_id,
+        "slot": t.slot,
+        "node": t.node_hostname,
+        "node_id": t.node_id,
+        "desired_state": t.desired_state,
+        "state": st.state,
+        "message": st.message,
+        "error": st.err,
+        "exit_code": st.exit_code,
+        "image": image,
+        "addresses": [],
+        "timestamp": st.timestamp,
+        "created_at": t.meta.map(|m| m.created_at).unwrap_or(0),
+    })
+}
+
+/// Parses `--filter desired-state=X` (repeatable).
+pub fn desired_filter(filters: &[String]) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for f in filters {
+        match f.split_once('=') {
+            Some(("desired-state", v)) if ["running", "shutdown", "accepted"].contains(&v) => {
+                out.push(v.to_owned())
+            }
+            _ => anyhow::bail!(
+                "invalid filter {f:?}: expected desired-state=running|shutdown|accepted"
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Prints tasks as `service ps`/`node ps` do, newest first within each name.
+pub fn print_tasks(mut tasks: Vec<pb::Task>, format: Format) -> anyhow::Result<()> {
+    tasks.sort_by(|a, b| {
+        (a.service_name.as_str(), a.slot, a.node_id.as_str())
+            .cmp(&(b.service_name.as_str(), b.slot, b.node_id.as_str()))
+            .then(
+                b.meta
+                    .map(|m| m.created_at)
+                    .cmp(&a.meta.map(|m| m.created_at)),
+            )
+    });
+    match format {
+        Format::Json => output::json(&Value::Array(tasks.iter().map(task_row).collect())),
+        Format::Table => {
+            let mut last = String::new();
+            let rows = tasks
+                .iter()
+                .map(|t| {
+                    let row = task_row(t);
+                    let s = |k: &str| row[k].as_str().unwrap_or("").to_owned();
+                    // Older tasks of the same slot are shown indented, as Docker does.
+                    let name = if t.name == last {
+                        format!(" \\_ {}", t.name)
+                    } else {
+                        t.name.clone()
+                    };
+                    last = t.name.clone();
+                    let err = s("error");
+                    vec![
+                        t.id.chars().take(12).collect(),
+                        name,
+                        s("image"),
+                        s("node"),
+                        capitalize(&s("desired_state")),
+                        capitalize(&s("state")),
+                        if err.is_empty() {
+                            String::new()
+                        } else {
+                            format!("\"{err}\"")
+                        },
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "ID",
+                    "NAME",
+                    "IMAGE",
+                    "NODE",
+                    "DESIRED STATE",
+                    "CURRENT STATE",
+                    "ERROR",
+                ],
+                rows,
+            );
+            Ok(())
+        }
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
+    // Flags are checked before the daemon is asked anything.
+    let create_spec = match &cmd {
+        ServiceCommand::Create(a) => Some(spec_from_args(a)?),
+        _ => None,
+    };
+    let mut c = client::connect(host).await?;
+    match cmd {
+        ServiceCommand::Create(a) => {
+            let spec = create_spec.ok_or_else(|| anyhow::anyhow!("no spec"))?;
+            let svc = c
+                .create_service(pb::CreateServiceRequest {
+                    spec: Some(pb::ServiceSpec::from(&spec)),
+                })
+                .await?
+                .into_inner()
+                .service
+                .ok_or_else(|| anyhow::anyhow!("the daemon returned no service"))?;
+            println!("{}", svc.id);
+            if !a.detach {
+                converge(&mut c, &svc.id, a.quiet).await?;
+            }
+        }
+        ServiceCommand::Ls(f) => {
+            let mut services = c
+                .list_services(pb::ListServicesRequest {})
+                .await?
+                .into_inner()
+                .services;
+            services.sort_by(|a, b| {
+                let n =
+                    |s: &pb::Service| s.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+                n(a).cmp(&n(b))
+            });
+            match f.format {
+                Format::Json => output::json(&Value::Array(services.iter().map(ls_row).collect()))?,
+                Format::Table => {
+                    let rows = services
+                        .iter()
+                        .map(|s| {
+                            let r = ls_row(s);
+                            vec![
+                                s.id.chars().take(12).collect(),
+                                r["name"].as_str().unwrap_or("").to_owned(),
+                                r["mode"].as_str().unwrap_or("").to_owned(),
+                                format!("{}/{}", s.replicas_running, s.replicas_desired),
+                                r["image"].as_str().unwrap_or("").to_owned(),
+                                String::new(),
+                            ]
+                        })
+                        .collect();
+                    output::table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
+                }
+            }
+        }
+        ServiceCommand::Ps(a) => {
+            let desired = desired_filter(&a.filter)?;
+            let mut all = Vec::new();
+            for s in &a.services {
+                let tasks = c
+                    .list_tasks(pb::ListTasksRequest {
+                        service: s.clone(),
+                        node: String::new(),
+                        desired_state: desired.clone(),
+                    })
+                    .await?
+                    .into_inner()
+                    .tasks;
+                all.extend(tasks);
+            }
+            print_tasks(all, a.format.format)?;
+        }
+        ServiceCommand::Inspect { services, format } => {
+            let all = c
+                .list_services(pb::ListServicesRequest {})
+                .await?
+                .into_inner()
+                .services;
+            let mut out = Vec::new();
+            for key in &services {
+                out.push(inspect_value(find(&all, key)?));
+            }
+            let _ = format;
+            output::json(&Value::Array(out))?;
+        }
+        ServiceCommand::Scale { scales, detach } => {
+            let mut parsed = Vec::new();
+            for s in &scales {
+                let (name, n) = s.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("invalid scale {s:?}: expected SERVICE=REPLICAS")
+                })?;
+                let n: u64 = n.parse().map_err(|_| {
+                    anyhow::anyhow!("invalid replica count {n:?}: expected a non-negative integer")
+                })?;
+                parsed.push((name.to_owned(), n));
+            }
+            for (name, n) in parsed {
+                let all = c
+                    .list_services(pb::ListServicesRequest {})
+                    .await?
+                    .into_inner()
+                    .services;
+                let svc = find(&all, &name)?;
+                let mut spec = svc.spec.clone().unwrap_or_default();
+                if spec.mode == "global" {
+                    anyhow::bail!(
+                        "scale can only be used with replicated mode: {name} is a global service"
+                    );
+                }
+                spec.replicas = n;
+                let updated = c
+                    .update_service(pb::UpdateServiceRequest {
+                        service: svc.id.clone(),
+                        version: svc.meta.map(|m| m.version).unwrap_or(0),
+                        spec: Some(spec),
+                    })
+                    .await?
+                    .into_inner();
+                println!("{name} scaled to {n}");
+                if !detach {
+                    if let Some(s) = updated.service {
+                        converge(&mut c, &s.id, true).await?;
+                    }
+                }
+            }
+        }
+        ServiceCommand::Rm { services } => {
+            for s in services {
+                c.remove_service(pb::RemoveServiceRequest { service: s.clone() })
+                    .await?;
+                println!("{s}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn find<'a>(all: &'a [pb::Service], key: &str) -> anyhow::Result<&'a pb::Service> {
+    let name = |s: &pb::Service| s.spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
+    if let Some(s) = all.iter().find(|s| s.id == key || name(s) == key) {
+        return Ok(s);
+    }
+    let by_prefix: Vec<_> = all.iter().filter(|s| s.id.starts_with(key)).collect();
+    match by_prefix.len() {
+        1 => Ok(by_prefix[0]),
+        0 => anyhow::bail!("service {key} not found"),
+        _ => anyhow::bail!("service {key} is ambiguous: use a longer id"),
+    }
+}
+
+/// Waits until the service's tasks run, showing progress as Docker does; says why when
+/// tasks cannot be placed or keep failing.
+async fn converge(c: &mut ControlClient<Channel>, id: &str, quiet: bool) -> anyhow::Result<()> {
+    use std::io::IsTerminal;
+    let show = !quiet && std::io::stderr().is_terminal();
+    let started = tokio::time::Instant::now();
+    let mut last_line = String::new();
+    loop {
+        let svc = c
+            .list_services(pb::ListServicesRequest {})
+            .await?
+            .into_inner()
+            .services
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| anyhow::anyhow!("service {id} was removed while starting"))?;
+        let tasks = c
+            .list_tasks(pb::ListTasksRequest {
+                service: id.to_owned(),
+                node: String::new(),
+                desired_state: vec!["running".into()],
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        let desired = svc.replicas_desired;
+        let running = svc.replicas_running;
+        let is_global = svc.spec.as_ref().is_some_and(|s| s.mode == "global");
+        // A global service has converged once every eligible node's task runs.
+        let converged = running == desired && (desired > 0 || !is_global || tasks.is_empty());
+        let line = format!("overall progress: {running} out of {desired} tasks");
+        if show && line != last_line {
+            eprintln!("{line}");
+            last_line = line;
+        }
+        if converged {
+            if show {
+                eprintln!(
+                    "verify: Service {} converged",
+                    svc.spec.map(|s| s.name).unwrap_or_default()
+                );
+            }
+            return Ok(());
+        }
+        // Say why, once it is clear that something is wrong.
+        if started.elapsed() > Duration::from_secs(120) {
+            let reasons: Vec<String> = tasks
+                .iter()
+                .filter_map(|t| t.status.as_ref())
+                .map(|s| {
+                    if s.err.is_empty() {
+                        s.message.clone()
+                    } else {
+                        s.err.clone()
+                    }
+                })
+                .filter(|s| !s.is_empty())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            anyhow::bail!(
+                "service {id} did not converge ({running} of {desired} tasks running): {}",
+                if reasons.is_empty() {
+                    "no reason reported".to_owned()
+                } else {
+                    reasons.join("; ")
+                }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_cpus_parse_like_docker() {
+        assert_eq!(parse_bytes("x", "256M").unwrap(), 256 << 20);
+        assert_eq!(parse_bytes("x", "1g").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("x", "512").unwrap(), 512);
+        assert!(parse_bytes("x", "lots").is_err());
+        assert_eq!(parse_cpus("x", "0.5").unwrap(), 500_000_000);
+        assert!(parse_cpus("x", "-1").is_err());
+    }
+
+    #[test]
+    fn mounts_parse() {
+        let m = parse_mount("type=bind,source=/srv,target=/data,readonly").unwrap();
+        assert_eq!(m.kind, MountType::Bind);
+        assert!(m.read_only);
+        assert!(parse_mount("type=nfs,target=/x").is_err());
+        assert!(parse_mount("type=tmpfs").is_err());
+    }
+}

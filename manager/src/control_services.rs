@@ -1,0 +1,183 @@
+//! What the control API does for services and tasks.
+
+use crate::control::ControlError;
+use crate::ids::{now_ms, random_id};
+use crate::manager::Manager;
+use crate::proposer::{ProposeError, Proposer};
+use rswarm_proto::convert::{service_to_pb, task_to_pb};
+use rswarm_proto::model::{
+    Command, CommandError, Meta, Service, ServiceId, ServiceMode, ServiceSpec, TaskState,
+};
+use rswarm_proto::pb;
+
+fn spec_from_pb(spec: Option<pb::ServiceSpec>) -> Result<ServiceSpec, ControlError> {
+    let spec =
+        spec.ok_or_else(|| ControlError::InvalidArgument("a service spec is required".into()))?;
+    let spec =
+        ServiceSpec::try_from(spec).map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    // A malformed constraint is refused now, not discovered by the scheduler later.
+    crate::scheduler::parse_constraints(&spec.task.placement.constraints)
+        .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    crate::scheduler::parse_preferences(&spec.task.placement.preferences)
+        .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    Ok(spec)
+}
+
+/// The API's view of a service, with its replica counts.
+fn service_view(m: &Manager, svc: &Service) -> pb::Service {
+    let mut out = service_to_pb(svc);
+    m.store.view(|s| {
+        let live: Vec<_> = s
+            .tasks_of(&svc.id)
+            .filter(|t| t.desired_state == TaskState::Running)
+            .collect();
+        out.replicas_running = live
+            .iter()
+            .filter(|t| t.status.state == TaskState::Running)
+            .count() as u64;
+        out.replicas_desired = match svc.spec.mode {
+            ServiceMode::Replicated { replicas } => replicas,
+            ServiceMode::Global => live.len() as u64,
+        };
+    });
+    out
+}
+
+pub async fn create_service(
+    m: &Manager,
+    spec: Option<pb::ServiceSpec>,
+) -> Result<pb::Service, ControlError> {
+    let spec = spec_from_pb(spec)?;
+    let now = now_ms();
+    let svc = Service {
+        id: ServiceId(random_id()),
+        meta: Meta {
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        },
+        spec,
+        spec_version: 1,
+    };
+    m.proposer
+        .propose(Command::CreateService(Box::new(svc.clone())))
+        .await
+        .map_err(|e| match e {
+            ProposeError::Refused(CommandError::Exists { .. }) => ControlError::FailedPrecondition(
+                format!("a service named {} already exists", svc.spec.name),
+            ),
+            e => e.into(),
+        })?;
+    let stored = m
+        .store
+        .view(|s| s.services.get(&svc.id).cloned())
+        .unwrap_or(svc);
+    Ok(service_view(m, &stored))
+}
+
+pub fn list_services(m: &Manager) -> Vec<pb::Service> {
+    let services: Vec<Service> = m.store.view(|s| s.services.values().cloned().collect());
+    services.iter().map(|svc| service_view(m, svc)).collect()
+}
+
+/// Replaces a service's spec. Its tasks follow when the task part changed.
+pub async fn update_service(
+    m: &Manager,
+    req: pb::UpdateServiceRequest,
+) -> Result<pb::Service, ControlError> {
+    let spec = spec_from_pb(req.spec)?;
+    for attempt in 0..5 {
+        let current = m.store.view(|s| s.find_service(&req.service).cloned())?;
+        if req.version != 0 && req.version != current.meta.version {
+            return Err(ProposeError::Refused(CommandError::StaleVersion {
+                kind: "service".into(),
+                id: current.id.to_string(),
+                current: current.meta.version,
+                given: req.version,
+            })
+            .into());
+        }
+        if matches!(current.spec.mode, ServiceMode::Global)
+            != matches!(spec.mode, ServiceMode::Global)
+        {
+            return Err(ControlError::InvalidArgument(
+                "a service's mode cannot change".into(),
+            ));
+        }
+        let mut next = current.clone();
+        if next.spec.task != spec.task {
+            next.spec_version += 1;
+        }
+        next.spec = spec.clone();
+        next.meta.updated_at = now_ms();
+        match m
+            .proposer
+            .propose(Command::UpdateService(Box::new(next)))
+            .await
+        {
+            Ok(_) => {
+                let svc = m
+                    .store
+                    .view(|s| s.services.get(&current.id).cloned())
+                    .unwrap_or(current);
+                return Ok(service_view(m, &svc));
+            }
+            Err(ProposeError::Refused(CommandError::StaleVersion { .. }))
+                if req.version == 0 && attempt < 4 =>
+            {
+                continue
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ControlError::FailedPrecondition(format!(
+        "service {} kept changing; try again",
+        req.service
+    )))
+}
+
+pub async fn remove_service(m: &Manager, key: &str) -> Result<(), ControlError> {
+    let svc = m.store.view(|s| s.find_service(key).cloned())?;
+    m.proposer
+        .propose(Command::RemoveService { id: svc.id })
+        .await?;
+    Ok(())
+}
+
+pub fn list_tasks(m: &Manager, req: &pb::ListTasksRequest) -> Result<Vec<pb::Task>, ControlError> {
+    let mut desired = Vec::new();
+    for d in &req.desired_state {
+        desired.push(TaskState::parse(d).ok_or_else(|| {
+            ControlError::InvalidArgument(format!(
+                "invalid desired-state {d:?}: expected running, shutdown or accepted"
+            ))
+        })?);
+    }
+    m.store.view(|s| {
+        let service = if req.service.is_empty() {
+            None
+        } else {
+            Some(s.find_service(&req.service)?.id.clone())
+        };
+        let node = if req.node.is_empty() {
+            None
+        } else {
+            Some(s.find_node(&req.node)?.id.clone())
+        };
+        Ok(s.tasks
+            .values()
+            .filter(|t| service.as_ref().is_none_or(|id| &t.service_id == id))
+            .filter(|t| node.is_none() || t.node_id == node)
+            .filter(|t| desired.is_empty() || desired.contains(&t.desired_state))
+            .map(|t| {
+                let host = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|n| s.nodes.get(n))
+                    .map(|n| n.description.hostname.as_str())
+                    .unwrap_or("");
+                task_to_pb(t, host)
+            })
+            .collect())
+    })
+}

@@ -1,0 +1,187 @@
+//! The global orchestrator: one live task on every node that can run the service.
+use super::replicated::{new_task, reap};
+use super::{has_stopped, is_live, restart_decision, Action, RestartDecision};
+use rswarm_proto::model::{
+    Node, NodeAvailability, NodeId, NodeState, Service, ServiceMode, Task, TaskId, TaskState,
+};
+use std::collections::BTreeMap;
+
+/// What to do for one global service. `fits(node)` says whether the node satisfies the
+/// service's placement (constraints, resources); see the scheduler.
+pub fn reconcile_global(
+    svc: &Service,
+    tasks: &[&Task],
+    nodes: &BTreeMap<NodeId, Node>,
+    fits: &dyn Fn(&Node) -> bool,
+    now: u64,
+    new_id: &mut dyn FnMut() -> TaskId,
+) -> (Vec<Action>, Option<u64>) {
+    if svc.spec.mode != ServiceMode::Global {
+        return (Vec::new(), None);
+    }
+    let mut actions = Vec::new();
+    let mut wake: Option<u64> = None;
+    let mut by_node: BTreeMap<NodeId, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        match &t.node_id {
+            Some(n) => by_node.entry(n.clone()).or_default().push(t),
+            // A global task is made for a node; one without is a leftover.
+            None if is_live(t) => actions.push(Action::SetDesired {
+                task: t.id.clone(),
+                state: TaskState::Shutdown,
+            }),
+            None => {}
+        }
+    }
+    for id in nodes.keys() {
+        by_node.entry(id.clone()).or_default();
+    }
+    for (node_id, node_tasks) in &mut by_node {
+        node_tasks.sort_by_key(|t| (t.meta.created_at, t.id.clone()));
+        let node = nodes.get(node_id);
+        // Keep tasks where the node is up and not drained and still fits; start new ones
+        // only on ready, active nodes.
+        let keep_ok = node.is_some_and(|n| {
+            n.status.state != NodeState::Down
+                && n.spec.availability != NodeAvailability::Drain
+                && fits(n)
+        });
+        let start_ok = keep_ok
+            && node.is_some_and(|n| {
+                n.status.state == NodeState::Ready
+                    && n.spec.availability == NodeAvailability::Active
+            });
+        let live: Vec<&Task> = node_tasks.iter().copied().filter(|t| is_live(t)).collect();
+        if !keep_ok {
+            for t in &live {
+                actions.push(Action::SetDesired {
+                    task: t.id.clone(),
+                    state: TaskState::Shutdown,
+                });
+            }
+        } else {
+            let mut need_new = live.is_empty();
+            let (keep, extra) = match live.split_last() {
+                Some((k, rest)) => (Some(*k), rest),
+                None => (None, &[][..]),
+            };
+            for t in extra {
+                actions.push(Action::SetDesired {
+                    task: t.id.clone(),
+                    state: TaskState::Shutdown,
+                });
+            }
+            if let Some(t) = keep {
+                if has_stopped(t) {
+                    match restart_decision(t, node_tasks, now) {
+                        RestartDecision::Now => {
+                            actions.push(Action::SetDesired {
+                                task: t.id.clone(),
+                                state: TaskState::Shutdown,
+                            });
+                            need_new = true;
+                        }
+                        RestartDecision::At(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
+                        RestartDecision::Never => {}
+                    }
+                }
+            }
+            if need_new && start_ok {
+                actions.push(Action::Create(Box::new(new_task(
+                    svc,
+                    0,
+                    Some(node_id.clone()),
+                    now,
+                    new_id(),
+                ))));
+            }
+        }
+        actions.extend(reap(node_tasks));
+    }
+    (actions, wake)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rswarm_proto::model::ServiceSpec;
+
+    fn svc() -> Service {
+        Service {
+            id: "g".into(),
+            spec: ServiceSpec {
+                name: "agent".into(),
+                mode: ServiceMode::Global,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn node(id: &str, state: NodeState, availability: NodeAvailability) -> (NodeId, Node) {
+        let mut n = Node {
+            id: id.into(),
+            ..Default::default()
+        };
+        n.status.state = state;
+        n.spec.availability = availability;
+        (n.id.clone(), n)
+    }
+
+    fn ids() -> impl FnMut() -> TaskId {
+        let mut n = 0;
+        move || {
+            n += 1;
+            TaskId(format!("t{n}"))
+        }
+    }
+
+    #[test]
+    fn one_task_per_ready_active_node() {
+        let nodes: BTreeMap<_, _> = [
+            node("a", NodeState::Ready, NodeAvailability::Active),
+            node("b", NodeState::Ready, NodeAvailability::Drain),
+            node("c", NodeState::Down, NodeAvailability::Active),
+            node("d", NodeState::Ready, NodeAvailability::Pause),
+        ]
+        .into_iter()
+        .collect();
+        let (a, _) = reconcile_global(&svc(), &[], &nodes, &|_| true, 0, &mut ids());
+        let on: Vec<String> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create(t) => t.node_id.as_ref().map(|n| n.to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(on, vec!["a"]);
+    }
+
+    #[test]
+    fn a_drained_node_loses_its_task_and_constraints_are_followed() {
+        let nodes: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Drain)]
+            .into_iter()
+            .collect();
+        let mut t = new_task(&svc(), 0, Some("a".into()), 0, "t1".into());
+        t.status.state = TaskState::Running;
+        let (a, _) = reconcile_global(&svc(), &[&t], &nodes, &|_| true, 0, &mut ids());
+        assert_eq!(
+            a,
+            vec![Action::SetDesired {
+                task: "t1".into(),
+                state: TaskState::Shutdown
+            }]
+        );
+        let nodes: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Active)]
+            .into_iter()
+            .collect();
+        let (a, _) = reconcile_global(&svc(), &[&t], &nodes, &|_| false, 0, &mut ids());
+        assert_eq!(
+            a,
+            vec![Action::SetDesired {
+                task: "t1".into(),
+                state: TaskState::Shutdown
+            }]
+        );
+    }
+}

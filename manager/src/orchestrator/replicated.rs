@@ -1,0 +1,330 @@
+//! The replicated orchestrator: slots 1..=replicas, one live task each.
+use super::{
+    has_stopped, is_live, node_lost, restart_decision, Action, RestartDecision, TASK_HISTORY,
+};
+use rswarm_proto::model::{
+    Node, NodeId, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
+};
+use std::collections::BTreeMap;
+
+/// What to do for one replicated service. `tasks` are all of its tasks; `new_id` makes task
+/// ids. Returns the actions and the earliest time (ms) a delayed restart falls due.
+pub fn reconcile_replicated(
+    svc: &Service,
+    tasks: &[&Task],
+    nodes: &BTreeMap<NodeId, Node>,
+    now: u64,
+    new_id: &mut dyn FnMut() -> TaskId,
+) -> (Vec<Action>, Option<u64>) {
+    let ServiceMode::Replicated { replicas } = svc.spec.mode else {
+        return (Vec::new(), None);
+    };
+    let mut actions = Vec::new();
+    let mut wake: Option<u64> = None;
+    let mut slots: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        slots.entry(t.slot).or_default().push(t);
+    }
+    // The live task of each slot (the newest; older live ones are leftovers).
+    let mut live: BTreeMap<u64, &Task> = BTreeMap::new();
+    for (&slot, slot_tasks) in &mut slots {
+        slot_tasks.sort_by_key(|t| (t.meta.created_at, t.id.clone()));
+        let mut l: Vec<&Task> = slot_tasks.iter().copied().filter(|t| is_live(t)).collect();
+        if let Some(keep) = l.pop() {
+            if slot == 0 {
+                l.push(keep);
+            } else {
+                live.insert(slot, keep);
+            }
+        }
+        for t in l {
+            actions.push(shutdown(t));
+        }
+    }
+    // Scaling down: take slots away from the nodes with the most tasks of the service
+    // first, tasks not yet running before running ones, then the highest slots.
+    let excess = (live.len() as u64).saturating_sub(replicas);
+    for _ in 0..excess {
+        let mut per_node: BTreeMap<Option<&NodeId>, u64> = BTreeMap::new();
+        for t in live.values() {
+            *per_node.entry(t.node_id.as_ref()).or_default() += 1;
+        }
+        let victim = live
+            .iter()
+            .max_by_key(|(slot, t)| {
+                (
+                    per_node.get(&t.node_id.as_ref()).copied().unwrap_or(0),
+                    t.status.state != TaskState::Running,
+                    **slot,
+                )
+            })
+            .map(|(slot, _)| *slot);
+        if let Some(slot) = victim {
+            if let Some(t) = live.remove(&slot) {
+                actions.push(shutdown(t));
+            }
+        }
+    }
+    // Replace what stopped or was lost, as the restart policy says.
+    for (&slot, t) in &live {
+        let lost = t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n)));
+        let replace = if lost {
+            true
+        } else if has_stopped(t) {
+            match restart_decision(t, &slots[&slot], now) {
+                RestartDecision::Now => true,
+                RestartDecision::At(at) => {
+                    wake = Some(wake.map_or(at, |w| w.min(at)));
+                    false
+                }
+                RestartDecision::Never => false,
+            }
+        } else {
+            false
+        };
+        if replace {
+            actions.push(shutdown(t));
+            actions.push(Action::Create(Box::new(new_task(
+                svc,
+                slot,
+                None,
+                now,
+                new_id(),
+            ))));
+        }
+    }
+    // Scaling up: new tasks in the lowest free slots.
+    let missing = replicas.saturating_sub(live.len() as u64);
+    let mut slot = 0;
+    for _ in 0..missing {
+        slot += 1;
+        while live.contains_key(&slot) {
+            slot += 1;
+        }
+        actions.push(Action::Create(Box::new(new_task(
+            svc,
+            slot,
+            None,
+            now,
+            new_id(),
+        ))));
+    }
+    for slot_tasks in slots.values() {
+        actions.extend(reap(slot_tasks));
+    }
+    (actions, wake)
+}
+
+fn shutdown(t: &Task) -> Action {
+    Action::SetDesired {
+        task: t.id.clone(),
+        state: TaskState::Shutdown,
+    }
+}
+
+/// A fresh task of `svc` for `slot` (and `node`, for global services).
+pub fn new_task(svc: &Service, slot: u64, node: Option<NodeId>, now: u64, id: TaskId) -> Task {
+    Task {
+        id,
+        meta: rswarm_proto::model::Meta {
+            version: 0,
+            created_at: now,
+            updated_at: now,
+        },
+        service_id: svc.id.clone(),
+        slot,
+        node_id: node,
+        spec: svc.spec.task.clone(),
+        spec_version: svc.spec_version,
+        desired_state: TaskState::Running,
+        status: TaskStatus {
+            state: TaskState::Pending,
+            timestamp: now,
+            message: "pending task scheduling".into(),
+            ..Default::default()
+        },
+        service_name: svc.spec.name.clone(),
+    }
+}
+
+/// Old tasks beyond the history limit: finished, no longer wanted, oldest first.
+pub fn reap(history: &[&Task]) -> Vec<Action> {
+    let done: Vec<&Task> = history
+        .iter()
+        .copied()
+        .filter(|t| !is_live(t) && t.status.state.is_terminal())
+        .collect();
+    let excess = done.len().saturating_sub(TASK_HISTORY);
+    done.iter()
+        .take(excess)
+        .map(|t| Action::Remove(t.id.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rswarm_proto::model::{NodeState, RestartCondition, ServiceSpec};
+    use std::time::Duration;
+
+    fn svc(replicas: u64) -> Service {
+        let mut spec = ServiceSpec {
+            name: "web".into(),
+            mode: ServiceMode::Replicated { replicas },
+            ..Default::default()
+        };
+        spec.task.restart.delay = Duration::ZERO;
+        Service {
+            id: "s1".into(),
+            spec,
+            ..Default::default()
+        }
+    }
+
+    fn ids() -> impl FnMut() -> TaskId {
+        let mut n = 0;
+        move || {
+            n += 1;
+            TaskId(format!("t{n}"))
+        }
+    }
+
+    fn running(id: &str, slot: u64, node: &str) -> Task {
+        let mut t = new_task(&svc(1), slot, Some(node.into()), 0, id.into());
+        t.status.state = TaskState::Running;
+        t
+    }
+
+    fn ready_node(id: &str) -> (NodeId, Node) {
+        let mut n = Node {
+            id: id.into(),
+            ..Default::default()
+        };
+        n.status.state = NodeState::Ready;
+        (n.id.clone(), n)
+    }
+
+    fn creates(a: &[Action]) -> Vec<u64> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::Create(t) => Some(t.slot),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fills_every_slot() {
+        let (a, _) = reconcile_replicated(&svc(3), &[], &BTreeMap::new(), 0, &mut ids());
+        assert_eq!(creates(&a), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn scaling_down_shuts_down_the_highest_slots() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let ts: Vec<Task> = (1..=4)
+            .map(|s| running(&format!("t{s}"), s, "n1"))
+            .collect();
+        let refs: Vec<&Task> = ts.iter().collect();
+        let (a, _) = reconcile_replicated(&svc(2), &refs, &nodes, 0, &mut ids());
+        let down: Vec<&str> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetDesired {
+                    task,
+                    state: TaskState::Shutdown,
+                } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut down = down;
+        down.sort();
+        assert_eq!(down, vec!["t3", "t4"]);
+        assert!(creates(&a).is_empty());
+    }
+
+    #[test]
+    fn scaling_down_keeps_the_spread() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1"), ready_node("n2")].into_iter().collect();
+        // Slots 1-3 on n1, 4 on n2: going to 2 must leave one on each node.
+        let ts: Vec<Task> = (1..=4)
+            .map(|s| running(&format!("t{s}"), s, if s <= 3 { "n1" } else { "n2" }))
+            .collect();
+        let refs: Vec<&Task> = ts.iter().collect();
+        let (a, _) = reconcile_replicated(&svc(2), &refs, &nodes, 0, &mut ids());
+        let down: Vec<&str> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::SetDesired { task, .. } => Some(task.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(down.len(), 2);
+        assert!(
+            !down.contains(&"t4"),
+            "the only task on n2 was removed: {down:?}"
+        );
+    }
+
+    #[test]
+    fn scaling_up_fills_the_lowest_free_slots() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let t = running("t2", 2, "n1");
+        let (a, _) = reconcile_replicated(&svc(3), &[&t], &nodes, 0, &mut ids());
+        assert_eq!(creates(&a), vec![1, 3]);
+    }
+
+    #[test]
+    fn tasks_on_a_down_node_are_replaced() {
+        let (id, mut n) = ready_node("n1");
+        n.status.state = NodeState::Down;
+        let nodes: BTreeMap<_, _> = [(id, n)].into_iter().collect();
+        let t = running("t1", 1, "n1");
+        let (a, _) = reconcile_replicated(&svc(1), &[&t], &nodes, 0, &mut ids());
+        assert!(a.contains(&Action::SetDesired {
+            task: "t1".into(),
+            state: TaskState::Shutdown
+        }));
+        assert_eq!(creates(&a), vec![1]);
+    }
+
+    #[test]
+    fn a_failed_task_is_replaced_unless_the_policy_says_no() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let mut t = running("t1", 1, "n1");
+        t.status.state = TaskState::Failed;
+        t.status.exit_code = Some(1);
+        let (a, _) = reconcile_replicated(&svc(1), &[&t], &nodes, 10, &mut ids());
+        assert_eq!(creates(&a), vec![1]);
+        t.spec.restart.condition = RestartCondition::None;
+        let (a, _) = reconcile_replicated(&svc(1), &[&t], &nodes, 10, &mut ids());
+        assert!(a.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn history_is_kept_to_five_per_slot() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let mut ts: Vec<Task> = (0..8)
+            .map(|i| {
+                let mut t = running(&format!("old{i}"), 1, "n1");
+                t.meta.created_at = i;
+                t.desired_state = TaskState::Shutdown;
+                t.status.state = TaskState::Shutdown;
+                t
+            })
+            .collect();
+        let mut cur = running("cur", 1, "n1");
+        cur.meta.created_at = 100;
+        ts.push(cur);
+        let refs: Vec<&Task> = ts.iter().collect();
+        let (a, _) = reconcile_replicated(&svc(1), &refs, &nodes, 0, &mut ids());
+        let removed: Vec<&str> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Remove(t) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(removed, vec!["old0", "old1", "old2"]);
+    }
+}

@@ -1,0 +1,490 @@
+//! Conversions between wire messages (`pb`) and domain types (`model`). Wire to domain is
+//! `TryFrom`: this is where a malformed request becomes one clear error.
+
+use crate::model::{
+    ContainerSpec, HealthCheck, Meta, Mount, MountType, Placement, ResourceRequirements, Resources,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec,
+    TaskState, TaskStatus,
+};
+use crate::pb;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConvertError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("{0} is required")]
+    Missing(&'static str),
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConvertError {
+    ConvertError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+pub fn meta_to_pb(m: &Meta) -> pb::Meta {
+    pb::Meta {
+        version: m.version,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+impl From<&Mount> for pb::Mount {
+    fn from(m: &Mount) -> Self {
+        pb::Mount {
+            r#type: match m.kind {
+                MountType::Bind => "bind",
+                MountType::Volume => "volume",
+                MountType::Tmpfs => "tmpfs",
+            }
+            .into(),
+            source: m.source.clone(),
+            target: m.target.clone(),
+            read_only: m.read_only,
+            tmpfs_size: m.tmpfs_size,
+        }
+    }
+}
+
+impl TryFrom<pb::Mount> for Mount {
+    type Error = ConvertError;
+    fn try_from(m: pb::Mount) -> Result<Self, ConvertError> {
+        let kind = match m.r#type.as_str() {
+            "bind" => MountType::Bind,
+            "volume" | "" => MountType::Volume,
+            "tmpfs" => MountType::Tmpfs,
+            other => {
+                return Err(invalid(
+                    "mount type",
+                    format!("{other:?}: expected bind, volume or tmpfs"),
+                ))
+            }
+        };
+        if !m.target.starts_with('/') {
+            return Err(invalid(
+                "mount target",
+                format!("{:?}: must be an absolute path", m.target),
+            ));
+        }
+        match kind {
+            MountType::Bind if !m.source.starts_with('/') => {
+                return Err(invalid(
+                    "mount source",
+                    format!("{:?}: a bind mount needs an absolute host path", m.source),
+                ))
+            }
+            MountType::Volume if m.source.is_empty() || m.source.contains('/') => {
+                return Err(invalid(
+                    "mount source",
+                    format!("{:?}: a volume mount needs a volume name", m.source),
+                ))
+            }
+            _ => {}
+        }
+        Ok(Mount {
+            kind,
+            source: m.source,
+            target: m.target,
+            read_only: m.read_only,
+            tmpfs_size: m.tmpfs_size,
+        })
+    }
+}
+
+impl From<&HealthCheck> for pb::HealthCheck {
+    fn from(h: &HealthCheck) -> Self {
+        pb::HealthCheck {
+            test: h.test.clone(),
+            interval_ms: ms(h.interval),
+            timeout_ms: ms(h.timeout),
+            start_period_ms: ms(h.start_period),
+            retries: h.retries,
+        }
+    }
+}
+
+impl From<pb::HealthCheck> for HealthCheck {
+    fn from(h: pb::HealthCheck) -> Self {
+        let d = HealthCheck::default();
+        let or = |v: u64, dflt: Duration| {
+            if v == 0 {
+                dflt
+            } else {
+                Duration::from_millis(v)
+            }
+        };
+        HealthCheck {
+            test: h.test,
+            interval: or(h.interval_ms, d.interval),
+            timeout: or(h.timeout_ms, d.timeout),
+            start_period: Duration::from_millis(h.start_period_ms),
+            retries: if h.retries == 0 { d.retries } else { h.retries },
+        }
+    }
+}
+
+impl From<&ContainerSpec> for pb::ContainerSpec {
+    fn from(c: &ContainerSpec) -> Self {
+        pb::ContainerSpec {
+            image: c.image.clone(),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env: c.env.clone(),
+            dir: c.dir.clone(),
+            user: c.user.clone(),
+            hostname: c.hostname.clone(),
+            labels: c.labels.clone().into_iter().collect(),
+            mounts: c.mounts.iter().map(pb::Mount::from).collect(),
+            stop_signal: c.stop_signal.clone(),
+            stop_grace_period_ms: c.stop_grace_period.map(ms),
+            healthcheck: c.healthcheck.as_ref().map(pb::HealthCheck::from),
+        }
+    }
+}
+
+impl TryFrom<pb::ContainerSpec> for ContainerSpec {
+    type Error = ConvertError;
+    fn try_from(c: pb::ContainerSpec) -> Result<Self, ConvertError> {
+        if c.image.trim().is_empty() {
+            return Err(ConvertError::Missing("an image"));
+        }
+        if c.image
+            .chars()
+            .any(|ch| ch.is_whitespace() || ch.is_ascii_uppercase())
+        {
+            return Err(invalid(
+                "image",
+                format!("{:?}: invalid reference format", c.image),
+            ));
+        }
+        for e in &c.env {
+            if e.starts_with('=') || e.is_empty() {
+                return Err(invalid("env", format!("{e:?}: expected KEY=VALUE")));
+            }
+        }
+        Ok(ContainerSpec {
+            image: c.image,
+            command: c.command,
+            args: c.args,
+            env: c.env,
+            dir: c.dir,
+            user: c.user,
+            hostname: c.hostname,
+            labels: c.labels.into_iter().collect(),
+            mounts: c
+                .mounts
+                .into_iter()
+                .map(Mount::try_from)
+                .collect::<Result<_, _>>()?,
+            stop_signal: c.stop_signal,
+            stop_grace_period: c.stop_grace_period_ms.map(Duration::from_millis),
+            healthcheck: c.healthcheck.map(HealthCheck::from),
+        })
+    }
+}
+
+fn resources_to_pb(r: &Resources) -> pb::Resources {
+    pb::Resources {
+        nano_cpus: r.nano_cpus,
+        memory_bytes: r.memory_bytes,
+    }
+}
+
+fn resources_from_pb(r: Option<pb::Resources>) -> Resources {
+    let r = r.unwrap_or_default();
+    Resources {
+        nano_cpus: r.nano_cpus,
+        memory_bytes: r.memory_bytes,
+    }
+}
+
+impl From<&TaskSpec> for pb::TaskSpec {
+    fn from(t: &TaskSpec) -> Self {
+        pb::TaskSpec {
+            container: Some(pb::ContainerSpec::from(&t.container)),
+            resources: Some(pb::ResourceRequirements {
+                limits: Some(resources_to_pb(&t.resources.limits)),
+                reservations: Some(resources_to_pb(&t.resources.reservations)),
+            }),
+            restart: Some(pb::RestartPolicy {
+                condition: match t.restart.condition {
+                    RestartCondition::None => "none",
+                    RestartCondition::OnFailure => "on-failure",
+                    RestartCondition::Any => "any",
+                }
+                .into(),
+                delay_ms: ms(t.restart.delay),
+                max_attempts: t.restart.max_attempts,
+                window_ms: ms(t.restart.window),
+            }),
+            placement: Some(pb::Placement {
+                constraints: t.placement.constraints.clone(),
+                spread: t
+                    .placement
+                    .preferences
+                    .iter()
+                    .map(|p| p.descriptor.clone())
+                    .collect(),
+                max_replicas_per_node: t.placement.max_replicas_per_node,
+            }),
+            force_update: t.force_update,
+        }
+    }
+}
+
+impl TryFrom<pb::TaskSpec> for TaskSpec {
+    type Error = ConvertError;
+    fn try_from(t: pb::TaskSpec) -> Result<Self, ConvertError> {
+        let container = ContainerSpec::try_from(
+            t.container
+                .ok_or(ConvertError::Missing("a container spec"))?,
+        )?;
+        let res = t.resources.unwrap_or_default();
+        let restart = match t.restart {
+            None => RestartPolicy::default(),
+            Some(r) => RestartPolicy {
+                condition: match r.condition.as_str() {
+                    "" | "any" => RestartCondition::Any,
+                    "none" => RestartCondition::None,
+                    "on-failure" => RestartCondition::OnFailure,
+                    other => {
+                        return Err(invalid(
+                            "restart condition",
+                            format!("{other:?}: expected none, on-failure or any"),
+                        ))
+                    }
+                },
+                delay: Duration::from_millis(r.delay_ms),
+                max_attempts: r.max_attempts,
+                window: Duration::from_millis(r.window_ms),
+            },
+        };
+        let placement = t.placement.unwrap_or_default();
+        Ok(TaskSpec {
+            container,
+            resources: ResourceRequirements {
+                limits: resources_from_pb(res.limits),
+                reservations: resources_from_pb(res.reservations),
+            },
+            restart,
+            placement: Placement {
+                constraints: placement.constraints,
+                preferences: placement
+                    .spread
+                    .into_iter()
+                    .map(|descriptor| SpreadOver { descriptor })
+                    .collect(),
+                max_replicas_per_node: placement.max_replicas_per_node,
+            },
+            force_update: t.force_update,
+        })
+    }
+}
+
+impl From<&ServiceSpec> for pb::ServiceSpec {
+    fn from(s: &ServiceSpec) -> Self {
+        let (mode, replicas) = match s.mode {
+            ServiceMode::Replicated { replicas } => ("replicated", replicas),
+            ServiceMode::Global => ("global", 0),
+        };
+        pb::ServiceSpec {
+            name: s.name.clone(),
+            labels: s.labels.clone().into_iter().collect(),
+            task: Some(pb::TaskSpec::from(&s.task)),
+            mode: mode.into(),
+            replicas,
+        }
+    }
+}
+
+/// Service names as Docker accepts them: letters, digits, `-`, `_`, `.`, starting with a
+/// letter or digit, at most 63 characters.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+impl TryFrom<pb::ServiceSpec> for ServiceSpec {
+    type Error = ConvertError;
+    fn try_from(s: pb::ServiceSpec) -> Result<Self, ConvertError> {
+        if !valid_service_name(&s.name) {
+            return Err(invalid(
+                "name",
+                format!(
+                    "{:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+                    s.name
+                ),
+            ));
+        }
+        let mode = match s.mode.as_str() {
+            "" | "replicated" => ServiceMode::Replicated {
+                replicas: s.replicas,
+            },
+            "global" => {
+                if s.replicas != 0 {
+                    return Err(invalid("replicas", "a global service has no replica count"));
+                }
+                ServiceMode::Global
+            }
+            other => {
+                return Err(invalid(
+                    "mode",
+                    format!("{other:?}: expected replicated or global"),
+                ))
+            }
+        };
+        Ok(ServiceSpec {
+            name: s.name,
+            labels: s.labels.into_iter().collect(),
+            task: TaskSpec::try_from(s.task.ok_or(ConvertError::Missing("a task spec"))?)?,
+            mode,
+        })
+    }
+}
+
+pub fn service_to_pb(s: &Service) -> pb::Service {
+    pb::Service {
+        id: s.id.to_string(),
+        meta: Some(meta_to_pb(&s.meta)),
+        spec: Some(pb::ServiceSpec::from(&s.spec)),
+        spec_version: s.spec_version,
+        replicas_running: 0,
+        replicas_desired: 0,
+    }
+}
+
+pub fn task_status_to_pb(st: &TaskStatus) -> pb::TaskStatus {
+    pb::TaskStatus {
+        state: st.state.as_str().into(),
+        timestamp: st.timestamp,
+        message: st.message.clone(),
+        err: st.err.clone(),
+        exit_code: st.exit_code,
+        container_id: st.container_id.clone(),
+    }
+}
+
+impl TryFrom<pb::TaskStatus> for TaskStatus {
+    type Error = ConvertError;
+    fn try_from(st: pb::TaskStatus) -> Result<Self, ConvertError> {
+        Ok(TaskStatus {
+            state: TaskState::parse(&st.state)
+                .ok_or_else(|| invalid("task state", st.state.clone()))?,
+            timestamp: st.timestamp,
+            message: st.message,
+            err: st.err,
+            exit_code: st.exit_code,
+            container_id: st.container_id,
+        })
+    }
+}
+
+pub fn task_to_pb(t: &Task, node_hostname: &str) -> pb::Task {
+    pb::Task {
+        id: t.id.to_string(),
+        meta: Some(meta_to_pb(&t.meta)),
+        service_id: t.service_id.to_string(),
+        slot: t.slot,
+        node_id: t
+            .node_id
+            .as_ref()
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
+        spec: Some(pb::TaskSpec::from(&t.spec)),
+        spec_version: t.spec_version,
+        desired_state: t.desired_state.as_str().into(),
+        status: Some(task_status_to_pb(&t.status)),
+        service_name: t.service_name.clone(),
+        name: crate::model::naming::task_name(t),
+        node_hostname: node_hostname.to_owned(),
+    }
+}
+
+/// A task as a node receives it in its assignments.
+impl TryFrom<pb::Task> for Task {
+    type Error = ConvertError;
+    fn try_from(t: pb::Task) -> Result<Self, ConvertError> {
+        let meta = t.meta.unwrap_or_default();
+        Ok(Task {
+            id: t.id.as_str().into(),
+            meta: Meta {
+                version: meta.version,
+                created_at: meta.created_at,
+                updated_at: meta.updated_at,
+            },
+            service_id: t.service_id.as_str().into(),
+            slot: t.slot,
+            node_id: (!t.node_id.is_empty()).then(|| t.node_id.as_str().into()),
+            spec: TaskSpec::try_from(t.spec.ok_or(ConvertError::Missing("a task spec"))?)?,
+            spec_version: t.spec_version,
+            desired_state: TaskState::parse(&t.desired_state)
+                .ok_or_else(|| invalid("desired state", t.desired_state.clone()))?,
+            status: TaskStatus::try_from(t.status.unwrap_or_default()).unwrap_or_default(),
+            service_name: t.service_name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        let mut s = ServiceSpec {
+            name: "web".into(),
+            ..Default::default()
+        };
+        s.task.container.image = "127.0.0.1:5055/busybox:latest".into();
+        s.task.container.args = vec!["sleep".into(), "1".into()];
+        s.task.container.stop_grace_period = Some(Duration::from_secs(2));
+        s.task.container.healthcheck = Some(HealthCheck {
+            test: vec!["CMD-SHELL".into(), "true".into()],
+            ..Default::default()
+        });
+        s.task.restart.condition = RestartCondition::OnFailure;
+        s.task.placement.constraints = vec!["node.role==worker".into()];
+        s.mode = ServiceMode::Replicated { replicas: 3 };
+        s
+    }
+
+    #[test]
+    fn service_specs_round_trip() {
+        let s = spec();
+        let back = ServiceSpec::try_from(pb::ServiceSpec::from(&s)).unwrap();
+        assert_eq!(back, s);
+        let mut g = spec();
+        g.mode = ServiceMode::Global;
+        assert_eq!(ServiceSpec::try_from(pb::ServiceSpec::from(&g)).unwrap(), g);
+    }
+
+    #[test]
+    fn bad_specs_are_refused() {
+        let mut p = pb::ServiceSpec::from(&spec());
+        p.name = "bad name".into();
+        assert!(ServiceSpec::try_from(p).is_err());
+        let mut p = pb::ServiceSpec::from(&spec());
+        p.mode = "global".into();
+        assert!(ServiceSpec::try_from(p).is_err(), "global with replicas");
+        let mut p = pb::ServiceSpec::from(&spec());
+        if let Some(t) = p.task.as_mut() {
+            if let Some(c) = t.container.as_mut() {
+                c.image = String::new();
+            }
+        }
+        assert!(ServiceSpec::try_from(p).is_err());
+    }
+}

@@ -1,0 +1,172 @@
+//! Services: what the user asks to run, as Swarm's `ServiceSpec`.
+use super::{Meta, ServiceId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceMode {
+    Replicated {
+        replicas: u64,
+    },
+    /// One task on every node that satisfies the placement.
+    Global,
+}
+
+impl Default for ServiceMode {
+    fn default() -> Self {
+        ServiceMode::Replicated { replicas: 1 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartCondition {
+    None,
+    OnFailure,
+    /// Swarm's default: restart whatever the exit.
+    #[default]
+    Any,
+}
+
+/// Swarm's defaults: condition any, 5 s delay, no attempt limit, no window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartPolicy {
+    pub condition: RestartCondition,
+    pub delay: Duration,
+    /// 0: unlimited.
+    pub max_attempts: u64,
+    /// Attempts are counted within this window; zero: since the service was created.
+    pub window: Duration,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            condition: RestartCondition::Any,
+            delay: Duration::from_secs(5),
+            max_attempts: 0,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// CPUs in billionths (Docker's NanoCPUs).
+    pub nano_cpus: u64,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceRequirements {
+    pub limits: Resources,
+    pub reservations: Resources,
+}
+
+/// A placement preference: spread tasks evenly over the values of a node label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpreadOver {
+    /// e.g. `node.labels.zone`
+    pub descriptor: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// Expressions such as `node.role==worker`, `node.labels.zone!=a`.
+    pub constraints: Vec<String>,
+    pub preferences: Vec<SpreadOver>,
+    /// 0: unlimited.
+    pub max_replicas_per_node: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCheck {
+    /// As Docker: `["CMD", ...]`, `["CMD-SHELL", "..."]`, or `["NONE"]` to disable the image's.
+    pub test: Vec<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub start_period: Duration,
+    pub retries: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        // Docker's defaults.
+        Self {
+            test: Vec::new(),
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(30),
+            start_period: Duration::ZERO,
+            retries: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountType {
+    Bind,
+    Volume,
+    Tmpfs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub kind: MountType,
+    /// Host path (bind) or volume name (volume); empty for tmpfs.
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+    /// tmpfs size in bytes; 0: unlimited.
+    pub tmpfs_size: u64,
+}
+
+/// What runs in each task's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    pub image: String,
+    /// Replaces the image's entrypoint when set (Docker's `--entrypoint`).
+    pub command: Vec<String>,
+    /// Replaces the image's CMD when set (what follows the image on `service create`).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub labels: BTreeMap<String, String>,
+    pub mounts: Vec<Mount>,
+    /// Empty: SIGTERM (or the image's STOPSIGNAL).
+    pub stop_signal: String,
+    /// None: 10 s, Docker's default.
+    pub stop_grace_period: Option<Duration>,
+    pub healthcheck: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub container: ContainerSpec,
+    pub resources: ResourceRequirements,
+    pub restart: RestartPolicy,
+    pub placement: Placement,
+    /// Bumped to force a redeploy without other changes (`--force`).
+    pub force_update: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub task: TaskSpec,
+    pub mode: ServiceMode,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub id: ServiceId,
+    pub meta: Meta,
+    pub spec: ServiceSpec,
+    /// Bumped on every spec change; tasks remember the one they were made from.
+    pub spec_version: u64,
+}

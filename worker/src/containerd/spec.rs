@@ -1,0 +1,1135 @@
+//! The OCI runtime spec of a task's container, built the way Docker builds it: its default
+//! capabilities, masked and read-only paths, /dev and friends, cgroup limits, the image's
+//! entrypoint/cmd/env/user/working dir merged with the service's. Pure: the controller
+//! gathers the inputs (image config, /etc/passwd, resolved mount sources) and this module
+//! turns them into JSON that runc reads.
+
+use super::image::ImageConfig;
+use rswarm_proto::model::{ContainerSpec, Mount, MountType, Resources};
+use std::path::{Path, PathBuf};
+
+/// What the shim is told the spec is (containerd's `typeurl` for specs.Spec).
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+/// The same for an exec'd process (specs.Process).
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const CPU_PERIOD: u64 = 100_000;
+
+/// Docker's default capability set (moby `oci/caps/defaults.go`).
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Paths Docker hides from containers (bind-mounted over with /dev/null or an empty tmpfs).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The parts of the OCI runtime spec (v1.0) that we set; serialised with its field names.
+pub mod oci {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Spec {
+        pub oci_version: String,
+        pub process: Process,
+        pub root: Root,
+        pub hostname: String,
+        pub mounts: Vec<Mount>,
+        pub linux: Linux,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Process {
+        #[serde(default)]
+        pub terminal: bool,
+        pub user: User,
+        pub args: Vec<String>,
+        #[serde(default)]
+        pub env: Vec<String>,
+        pub cwd: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub capabilities: Option<Capabilities>,
+        #[serde(default)]
+        pub no_new_privileges: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct User {
+        pub uid: u32,
+        pub gid: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub additional_gids: Vec<u32>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub struct Capabilities {
+        #[serde(default)]
+        pub bounding: Vec<String>,
+        #[serde(default)]
+        pub effective: Vec<String>,
+        #[serde(default)]
+        pub permitted: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Root {
+        pub path: String,
+        #[serde(default)]
+        pub readonly: bool,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Mount {
+        pub destination: String,
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub source: String,
+        #[serde(default)]
+        pub options: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Linux {
+        pub namespaces: Vec<Namespace>,
+        pub resources: Resources,
+        pub cgroups_path: String,
+        pub masked_paths: Vec<String>,
+        pub readonly_paths: Vec<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Namespace {
+        #[serde(rename = "type")]
+        pub kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub path: Option<String>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+    pub struct Resources {
+        #[serde(default)]
+        pub devices: Vec<DeviceRule>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub memory: Option<Memory>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub cpu: Option<Cpu>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DeviceRule {
+        pub allow: bool,
+        #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+        pub kind: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub major: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub minor: Option<i64>,
+        pub access: String,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Memory {
+        pub limit: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Cpu {
+        pub quota: i64,
+        pub period: u64,
+    }
+}
+
+/// A uid, gid and supplementary groups, as the process runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
+/// A host path already resolved for each mount of the spec (volumes become directories).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedMount {
+    pub mount: Mount,
+    /// Host path for bind and volume mounts; unused for tmpfs.
+    pub host_path: PathBuf,
+}
+
+/// Host files bind-mounted at /etc/hostname, /etc/hosts and /etc/resolv.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcFiles {
+    pub hostname: PathBuf,
+    pub hosts: PathBuf,
+    pub resolv_conf: PathBuf,
+}
+
+/// Everything a container's spec is made from.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    pub container_id: &'a str,
+    pub namespace: &'a str,
+    pub spec: &'a ContainerSpec,
+    pub limits: &'a Resources,
+    pub image: &'a ImageConfig,
+    pub user: ResolvedUser,
+    pub mounts: Vec<ResolvedMount>,
+    pub etc: Option<EtcFiles>,
+    /// The task's network namespace; `None`: a fresh one (networking is not wired yet).
+    pub netns: Option<&'a Path>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("no command specified: the image has no entrypoint or cmd and the service sets none")]
+    NoCommand,
+    #[error("working directory {0:?} is not an absolute path")]
+    RelativeDir(String),
+    #[error("invalid mount: {0}")]
+    Mount(String),
+    #[error("user {user:?}: {reason}")]
+    User { user: String, reason: String },
+}
+
+/// The container's hostname: the service's, else the first 12 characters of the container
+/// id, as Docker does.
+pub fn hostname(spec: &ContainerSpec, container_id: &str) -> String {
+    if spec.hostname.is_empty() {
+        container_id.chars().take(12).collect()
+    } else {
+        spec.hostname.clone()
+    }
+}
+
+/// argv with Docker's rules: `command` replaces the image's entrypoint, `args` replaces its
+/// cmd, and setting `command` without `args` drops the image's cmd.
+pub fn merge_command(spec: &ContainerSpec, image: &ImageConfig) -> Vec<String> {
+    let image_entry = image.entrypoint.clone().unwrap_or_default();
+    let image_cmd = image.cmd.clone().unwrap_or_default();
+    let (entry, cmd) = if !spec.command.is_empty() {
+        (spec.command.clone(), spec.args.clone())
+    } else if !spec.args.is_empty() {
+        (image_entry, spec.args.clone())
+    } else {
+        (image_entry, image_cmd)
+    };
+    entry.into_iter().chain(cmd).collect()
+}
+
+/// The process environment, as Docker: PATH (when nobody sets it) and HOSTNAME first, then
+/// the image's variables, then the service's; a later `KEY=` replaces an earlier one in place.
+pub fn merge_env(image_env: &[String], spec_env: &[String], hostname: &str) -> Vec<String> {
+    let mut user = Vec::new();
+    replace_or_append(&mut user, image_env);
+    replace_or_append(&mut user, spec_env);
+    let mut env = Vec::new();
+    if !user.iter().any(|e| env_key(e) == "PATH") {
+        env.push(format!("PATH={DEFAULT_PATH}"));
+    }
+    env.push(format!("HOSTNAME={hostname}"));
+    replace_or_append(&mut env, &user);
+    env
+}
+
+fn env_key(e: &str) -> &str {
+    e.split_once('=').map_or(e, |(k, _)| k)
+}
+
+fn replace_or_append(env: &mut Vec<String>, more: &[String]) {
+    for e in more {
+        let key = env_key(e);
+        match env.iter_mut().find(|x| env_key(x) == key) {
+            Some(slot) => slot.clone_from(e),
+            None => env.push(e.clone()),
+        }
+    }
+}
+
+/// Resolves `user` (`name|uid[:group|gid]`; empty: root) against the image's passwd and group
+/// files (runc's rules: a numeric uid missing from passwd runs with gid 0; names must exist;
+/// supplementary groups come from the group file only when no group is given).
+pub fn resolve_user(
+    user: &str,
+    passwd: Option<&str>,
+    group: Option<&str>,
+) -> Result<ResolvedUser, SpecError> {
+    let err = |reason: String| SpecError::User {
+        user: user.to_string(),
+        reason,
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let u = if u.is_empty() { "0" } else { u };
+    let entries: Vec<Vec<&str>> = passwd
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 4)
+        .collect();
+    let numeric_u = u.parse::<u32>().ok();
+    let found = entries.iter().find(|f| match numeric_u {
+        Some(n) => f[2].parse::<u32>().ok() == Some(n),
+        None => f[0] == u,
+    });
+    let (uid, mut gid, name) = match (found, numeric_u) {
+        (Some(f), _) => (
+            f[2].parse::<u32>()
+                .map_err(|_| err(format!("bad uid in passwd entry for {}", f[0])))?,
+            f[3].parse::<u32>()
+                .map_err(|_| err(format!("bad gid in passwd entry for {}", f[0])))?,
+            Some(f[0].to_string()),
+        ),
+        (None, Some(n)) => (n, 0, None),
+        (None, None) => return Err(err("no matching entries in passwd file".into())),
+    };
+    let groups: Vec<Vec<&str>> = group
+        .unwrap_or("")
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .collect();
+    let mut additional_gids = Vec::new();
+    match g {
+        Some(g) if !g.is_empty() => {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => groups
+                    .iter()
+                    .find(|f| f[0] == g)
+                    .and_then(|f| f[2].parse::<u32>().ok())
+                    .ok_or_else(|| err(format!("no group {g:?} in group file")))?,
+            };
+        }
+        _ => {
+            if let Some(name) = &name {
+                for f in &groups {
+                    let members = f.get(3).copied().unwrap_or("");
+                    if members.split(',').any(|m| m == name) {
+                        if let Ok(n) = f[2].parse::<u32>() {
+                            if n != gid && !additional_gids.contains(&n) {
+                                additional_gids.push(n);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids,
+    })
+}
+
+/// The /etc/hosts Docker writes for a container without a network address.
+pub fn hosts_file(hostname: &str, address: Option<&str>) -> String {
+    let mut s = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
+         ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    if let Some(a) = address {
+        s.push_str(&format!("{a}\t{hostname}\n"));
+    }
+    s
+}
+
+/// The host's resolv.conf without loopback name servers, which mean nothing inside the
+/// container's own network namespace (Docker filters them the same way).
+pub fn container_resolv_conf(host: &str) -> String {
+    let mut out = String::new();
+    for line in host.lines() {
+        let mut words = line.split_whitespace();
+        if words.next() == Some("nameserver") {
+            let addr = words.next().unwrap_or("");
+            if addr.starts_with("127.") || addr == "::1" {
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+/// Signal names and numbers (Linux, x86 and arm): `SIGTERM`, `TERM` and `15` all work.
+pub fn parse_signal(s: &str) -> Option<u32> {
+    let s = s.trim();
+    if let Ok(n) = s.parse::<u32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match name {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "TRAP" => 5,
+        "ABRT" | "IOT" => 6,
+        "BUS" => 7,
+        "FPE" => 8,
+        "KILL" => 9,
+        "USR1" => 10,
+        "SEGV" => 11,
+        "USR2" => 12,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        "STKFLT" => 16,
+        "CHLD" => 17,
+        "CONT" => 18,
+        "STOP" => 19,
+        "TSTP" => 20,
+        "TTIN" => 21,
+        "TTOU" => 22,
+        "URG" => 23,
+        "XCPU" => 24,
+        "XFSZ" => 25,
+        "VTALRM" => 26,
+        "PROF" => 27,
+        "WINCH" => 28,
+        "IO" | "POLL" => 29,
+        "PWR" => 30,
+        "SYS" => 31,
+        _ => {
+            let rt = |base: u32, rest: &str| -> Option<u32> {
+                if rest.is_empty() {
+                    return Some(base);
+                }
+                let off = rest.trim_start_matches(['+', '-']).parse::<u32>().ok()?;
+                if rest.starts_with('-') {
+                    base.checked_sub(off)
+                } else {
+                    Some(base + off)
+                }
+            };
+            let n = if let Some(rest) = name.strip_prefix("RTMIN") {
+                rt(34, rest)?
+            } else if let Some(rest) = name.strip_prefix("RTMAX") {
+                rt(64, rest)?
+            } else {
+                return None;
+            };
+            return (34..=64).contains(&n).then_some(n);
+        }
+    };
+    Some(n)
+}
+
+/// Builds the runtime spec.
+pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
+    let spec = input.spec;
+    let args = merge_command(spec, input.image);
+    if args.is_empty() {
+        return Err(SpecError::NoCommand);
+    }
+    let hostname = hostname(spec, input.container_id);
+    let env = merge_env(
+        input.image.env.as_deref().unwrap_or(&[]),
+        &spec.env,
+        &hostname,
+    );
+    let cwd = if !spec.dir.is_empty() {
+        spec.dir.clone()
+    } else {
+        input
+            .image
+            .working_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/".into())
+    };
+    if !cwd.starts_with('/') {
+        return Err(SpecError::RelativeDir(cwd));
+    }
+    let caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    // As Docker since 20.10: a non-root process starts with empty effective and permitted
+    // sets (the bounding set still limits what it can regain through file capabilities).
+    let (effective, permitted) = if input.user.uid == 0 {
+        (caps.clone(), caps.clone())
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let process = oci::Process {
+        terminal: false,
+        user: oci::User {
+            uid: input.user.uid,
+            gid: input.user.gid,
+            additional_gids: input.user.additional_gids.clone(),
+        },
+        args,
+        env,
+        cwd,
+        capabilities: Some(oci::Capabilities {
+            bounding: caps,
+            effective,
+            permitted,
+        }),
+        no_new_privileges: false,
+    };
+
+    let mounts = build_mounts(input)?;
+
+    let mut namespaces: Vec<oci::Namespace> = ["pid", "ipc", "uts", "mount"]
+        .iter()
+        .map(|k| oci::Namespace {
+            kind: k.to_string(),
+            path: None,
+        })
+        .collect();
+    namespaces.push(oci::Namespace {
+        kind: "network".into(),
+        path: input.netns.map(|p| p.display().to_string()),
+    });
+
+    let mut resources = oci::Resources {
+        devices: default_device_rules(),
+        ..Default::default()
+    };
+    if input.limits.memory_bytes > 0 {
+        resources.memory = Some(oci::Memory {
+            limit: i64::try_from(input.limits.memory_bytes).unwrap_or(i64::MAX),
+        });
+    }
+    if input.limits.nano_cpus > 0 {
+        // Docker's NanoCPUs: quota = cpus * period, with the period fixed at 100 ms.
+        let quota = u128::from(input.limits.nano_cpus) * u128::from(CPU_PERIOD) / 1_000_000_000;
+        resources.cpu = Some(oci::Cpu {
+            // The kernel refuses quotas under 1 ms.
+            quota: i64::try_from(quota).unwrap_or(i64::MAX).max(1000),
+            period: CPU_PERIOD,
+        });
+    }
+
+    Ok(oci::Spec {
+        oci_version: "1.0.2".into(),
+        process,
+        root: oci::Root {
+            path: "rootfs".into(),
+            readonly: false,
+        },
+        hostname,
+        mounts,
+        linux: oci::Linux {
+            namespaces,
+            resources,
+            // One parent for all (as Docker's /docker), so no per-namespace directory is left
+            // behind in every hierarchy; the namespace keeps ids of two nodes apart.
+            cgroups_path: format!("/rswarm/{}-{}", input.namespace, input.container_id),
+            masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
+            readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+        },
+    })
+}
+
+fn m(dest: &str, kind: &str, source: &str, options: &[&str]) -> oci::Mount {
+    oci::Mount {
+        destination: dest.into(),
+        kind: kind.into(),
+        source: source.into(),
+        options: options.iter().map(|o| o.to_string()).collect(),
+    }
+}
+
+/// Docker's default mounts, then /etc files, then the service's mounts (parents before
+/// children); a service mount replaces a default at the same place.
+fn build_mounts(input: &SpecInput<'_>) -> Result<Vec<oci::Mount>, SpecError> {
+    let mut user = Vec::new();
+    for r in &input.mounts {
+        let mt = &r.mount;
+        if !mt.target.starts_with('/') || mt.target == "/" {
+            return Err(SpecError::Mount(format!(
+                "target {:?} must be an absolute path other than /",
+                mt.target
+            )));
+        }
+        let rw = if mt.read_only { "ro" } else { "rw" };
+        let om = match mt.kind {
+            MountType::Bind | MountType::Volume => oci::Mount {
+                destination: mt.target.clone(),
+                kind: "bind".into(),
+                source: r.host_path.display().to_string(),
+                options: vec!["rbind".into(), "rprivate".into(), rw.into()],
+            },
+            MountType::Tmpfs => {
+                let mut options: Vec<String> = ["noexec", "nosuid", "nodev", "rprivate", rw]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                if mt.tmpfs_size > 0 {
+                    options.push(format!("size={}", mt.tmpfs_size));
+                }
+                oci::Mount {
+                    destination: mt.target.clone(),
+                    kind: "tmpfs".into(),
+                    source: "tmpfs".into(),
+                    options,
+                }
+            }
+        };
+        user.push(om);
+    }
+    user.sort_by_key(|m| Path::new(&m.destination).components().count());
+    let taken = |d: &str| user.iter().any(|m| m.destination == d);
+
+    let mut out: Vec<oci::Mount> = [
+        m("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        m(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        m(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        m(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        m(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["ro", "nosuid", "noexec", "nodev"],
+        ),
+        m(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        m(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+    ]
+    .into_iter()
+    .filter(|d| !taken(&d.destination))
+    .collect();
+    if let Some(etc) = &input.etc {
+        for (dest, src) in [
+            ("/etc/hostname", &etc.hostname),
+            ("/etc/hosts", &etc.hosts),
+            ("/etc/resolv.conf", &etc.resolv_conf),
+        ] {
+            if !taken(dest) {
+                out.push(oci::Mount {
+                    destination: dest.into(),
+                    kind: "bind".into(),
+                    source: src.display().to_string(),
+                    options: vec!["rbind".into(), "rprivate".into(), "rw".into()],
+                });
+            }
+        }
+    }
+    out.extend(user);
+    Ok(out)
+}
+
+/// Docker's device cgroup: deny everything, then allow mknod of any device and the usual
+/// character devices (null, zero, full, random, urandom, tty, console pts, ptmx, tun).
+fn default_device_rules() -> Vec<oci::DeviceRule> {
+    let rule = |kind: &str, major: Option<i64>, minor: Option<i64>, access: &str| oci::DeviceRule {
+        allow: true,
+        kind: Some(kind.into()),
+        major,
+        minor,
+        access: access.into(),
+    };
+    vec![
+        oci::DeviceRule {
+            allow: false,
+            kind: None,
+            major: None,
+            minor: None,
+            access: "rwm".into(),
+        },
+        rule("c", None, None, "m"),
+        rule("b", None, None, "m"),
+        rule("c", Some(1), Some(3), "rwm"),
+        rule("c", Some(1), Some(8), "rwm"),
+        rule("c", Some(1), Some(7), "rwm"),
+        rule("c", Some(5), Some(0), "rwm"),
+        rule("c", Some(1), Some(5), "rwm"),
+        rule("c", Some(1), Some(9), "rwm"),
+        rule("c", Some(5), Some(1), "rwm"),
+        rule("c", Some(136), None, "rwm"),
+        rule("c", Some(5), Some(2), "rwm"),
+        rule("c", Some(10), Some(200), "rwm"),
+    ]
+}
+
+/// A named volume's name must be a single path component (it becomes a directory).
+pub fn validate_volume_name(name: &str) -> Result<(), SpecError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(SpecError::Mount(format!(
+            "volume name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )))
+    }
+}
+
+/// The stop signal: the service's, else the image's STOPSIGNAL, else SIGTERM.
+pub fn stop_signal(spec: &ContainerSpec, image: &ImageConfig) -> String {
+    if !spec.stop_signal.is_empty() {
+        spec.stop_signal.clone()
+    } else {
+        image
+            .stop_signal
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "SIGTERM".into())
+    }
+}
+
+/// The process of an exec: the container's own process (user, env, cwd, capabilities) with
+/// other arguments.
+pub fn exec_process(container: &oci::Process, cmd: &[String]) -> oci::Process {
+    oci::Process {
+        terminal: false,
+        args: cmd.to_vec(),
+        ..container.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rswarm_proto::model::{Mount, MountType};
+
+    fn sv(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn image(entry: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfig {
+        ImageConfig {
+            entrypoint: entry.map(sv),
+            cmd: cmd.map(sv),
+            ..Default::default()
+        }
+    }
+
+    fn cspec(command: &[&str], args: &[&str]) -> ContainerSpec {
+        ContainerSpec {
+            command: sv(command),
+            args: sv(args),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn entrypoint_and_cmd_merge_like_docker() {
+        // image entrypoint, image cmd, service command, service args => argv
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            // image entrypoint, image cmd, service command, service args => argv
+            (None, Some(&["sh"]), &[], &[], &["sh"]),
+            (None, Some(&["sh"]), &[], &["echo", "hi"], &["echo", "hi"]),
+            (
+                Some(&["/init"]),
+                Some(&["--serve"]),
+                &[],
+                &[],
+                &["/init", "--serve"],
+            ),
+            (
+                Some(&["/init"]),
+                Some(&["--serve"]),
+                &[],
+                &["--debug"],
+                &["/init", "--debug"],
+            ),
+            // Setting the entrypoint drops the image's cmd.
+            (
+                Some(&["/init"]),
+                Some(&["--serve"]),
+                &["/bin/other"],
+                &[],
+                &["/bin/other"],
+            ),
+            (None, Some(&["sh"]), &["sleep"], &[], &["sleep"]),
+            (
+                Some(&["/init"]),
+                Some(&["--serve"]),
+                &["/bin/other"],
+                &["-x"],
+                &["/bin/other", "-x"],
+            ),
+            (None, None, &[], &["ls"], &["ls"]),
+            (Some(&["/init"]), None, &[], &[], &["/init"]),
+            (None, None, &[], &[], &[]),
+        ];
+        for (ie, ic, c, a, want) in cases {
+            let got = merge_command(&cspec(c, a), &image(*ie, *ic));
+            assert_eq!(
+                got,
+                sv(want),
+                "entry {ie:?} cmd {ic:?} command {c:?} args {a:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_merges_image_then_service() {
+        let env = merge_env(
+            &sv(&["PATH=/bin", "A=1", "B=2"]),
+            &sv(&["B=3", "C=4", "HOSTNAME=mine"]),
+            "abc",
+        );
+        assert_eq!(
+            env,
+            sv(&["HOSTNAME=mine", "PATH=/bin", "A=1", "B=3", "C=4"])
+        );
+        let env = merge_env(&[], &[], "h");
+        assert_eq!(env, sv(&[&format!("PATH={DEFAULT_PATH}"), "HOSTNAME=h"]));
+    }
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\napp:x:1000:1001::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:app,other\napp:x:1001:\nwheel:x:10:app\n";
+
+    #[test]
+    fn users_resolve_through_passwd_and_group() {
+        let r = |u: &str| resolve_user(u, Some(PASSWD), Some(GROUP));
+        assert_eq!(r("").ok(), Some(ResolvedUser::default()));
+        assert_eq!(
+            r("nobody").ok(),
+            Some(ResolvedUser {
+                uid: 65534,
+                gid: 65534,
+                additional_gids: vec![]
+            })
+        );
+        assert_eq!(
+            r("app").ok(),
+            Some(ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                additional_gids: vec![50, 10]
+            })
+        );
+        assert_eq!(
+            r("1000:staff").ok(),
+            Some(ResolvedUser {
+                uid: 1000,
+                gid: 50,
+                additional_gids: vec![]
+            })
+        );
+        assert_eq!(
+            r("4242").ok(),
+            Some(ResolvedUser {
+                uid: 4242,
+                gid: 0,
+                additional_gids: vec![]
+            })
+        );
+        assert_eq!(r("4242:7").ok().map(|u| (u.uid, u.gid)), Some((4242, 7)));
+        assert!(r("ghost").is_err());
+        assert!(r("app:ghosts").is_err());
+        // Without the image's files, only numbers work.
+        assert_eq!(
+            resolve_user("5:6", None, None).ok().map(|u| (u.uid, u.gid)),
+            Some((5, 6))
+        );
+        assert!(resolve_user("app", None, None).is_err());
+    }
+
+    fn input<'a>(
+        spec: &'a ContainerSpec,
+        limits: &'a Resources,
+        image: &'a ImageConfig,
+    ) -> SpecInput<'a> {
+        SpecInput {
+            container_id: "0123456789abcdef0123",
+            namespace: "rswtest",
+            spec,
+            limits,
+            image,
+            user: ResolvedUser::default(),
+            mounts: vec![],
+            etc: Some(EtcFiles {
+                hostname: "/s/hostname".into(),
+                hosts: "/s/hosts".into(),
+                resolv_conf: "/s/resolv.conf".into(),
+            }),
+            netns: None,
+        }
+    }
+
+    #[test]
+    fn spec_has_dockers_defaults_and_limits() {
+        let spec = cspec(&[], &["sleep", "1"]);
+        let limits = Resources {
+            nano_cpus: 1_500_000_000,
+            memory_bytes: 64 << 20,
+        };
+        let img = ImageConfig {
+            env: Some(sv(&["PATH=/bin"])),
+            working_dir: Some("/work".into()),
+            ..Default::default()
+        };
+        let s = build_spec(&input(&spec, &limits, &img)).expect("spec");
+        assert_eq!(s.hostname, "0123456789ab");
+        assert_eq!(s.process.args, sv(&["sleep", "1"]));
+        assert_eq!(s.process.cwd, "/work");
+        assert_eq!(s.process.env, sv(&["HOSTNAME=0123456789ab", "PATH=/bin"]));
+        let caps = s.process.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.bounding.len(), 14);
+        assert_eq!(caps.effective, caps.bounding);
+        assert_eq!(
+            s.linux.resources.cpu,
+            Some(oci::Cpu {
+                quota: 150_000,
+                period: 100_000
+            })
+        );
+        assert_eq!(
+            s.linux.resources.memory,
+            Some(oci::Memory { limit: 64 << 20 })
+        );
+        assert!(s.linux.masked_paths.contains(&"/proc/kcore".to_string()));
+        assert!(s.linux.readonly_paths.contains(&"/proc/sys".to_string()));
+        let dests: Vec<&str> = s.mounts.iter().map(|m| m.destination.as_str()).collect();
+        for d in [
+            "/proc",
+            "/dev",
+            "/dev/pts",
+            "/sys",
+            "/dev/shm",
+            "/dev/mqueue",
+            "/etc/hosts",
+            "/etc/hostname",
+        ] {
+            assert!(dests.contains(&d), "{d} missing from {dests:?}");
+        }
+        let net = s
+            .linux
+            .namespaces
+            .iter()
+            .find(|n| n.kind == "network")
+            .expect("netns");
+        assert_eq!(net.path, None);
+        assert_eq!(s.linux.cgroups_path, "/rswarm/rswtest-0123456789abcdef0123");
+        // And it is the JSON runc reads.
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["linux"]["resources"]["cpu"]["quota"], 150_000);
+        assert_eq!(json["process"]["user"]["uid"], 0);
+        assert!(json["linux"]["cgroupsPath"].is_string());
+    }
+
+    #[test]
+    fn no_limits_no_cgroup_entries_and_netns_by_path() {
+        let spec = ContainerSpec {
+            hostname: "web".into(),
+            ..cspec(&["/bin/true"], &[])
+        };
+        let img = ImageConfig::default();
+        let limits = Resources::default();
+        let mut inp = input(&spec, &limits, &img);
+        let p = PathBuf::from("/run/netns/t1");
+        inp.netns = Some(&p);
+        inp.user = ResolvedUser {
+            uid: 1000,
+            gid: 1000,
+            additional_gids: vec![],
+        };
+        let s = build_spec(&inp).expect("spec");
+        assert_eq!(s.hostname, "web");
+        assert_eq!(s.linux.resources.cpu, None);
+        assert_eq!(s.linux.resources.memory, None);
+        let net = s
+            .linux
+            .namespaces
+            .iter()
+            .find(|n| n.kind == "network")
+            .expect("netns");
+        assert_eq!(net.path.as_deref(), Some("/run/netns/t1"));
+        let caps = s.process.capabilities.expect("caps");
+        assert!(
+            caps.effective.is_empty() && caps.permitted.is_empty() && !caps.bounding.is_empty()
+        );
+    }
+
+    #[test]
+    fn spec_errors() {
+        let img = ImageConfig::default();
+        let limits = Resources::default();
+        let empty = ContainerSpec::default();
+        assert_eq!(
+            build_spec(&input(&empty, &limits, &img)).err(),
+            Some(SpecError::NoCommand)
+        );
+        let rel = ContainerSpec {
+            dir: "rel".into(),
+            ..cspec(&["x"], &[])
+        };
+        assert!(matches!(
+            build_spec(&input(&rel, &limits, &img)),
+            Err(SpecError::RelativeDir(_))
+        ));
+    }
+
+    #[test]
+    fn mounts_bind_volume_tmpfs() {
+        let spec = cspec(&["x"], &[]);
+        let img = ImageConfig::default();
+        let limits = Resources::default();
+        let mut inp = input(&spec, &limits, &img);
+        let mk = |kind, source: &str, target: &str, ro| Mount {
+            kind,
+            source: source.into(),
+            target: target.into(),
+            read_only: ro,
+            tmpfs_size: 0,
+        };
+        inp.mounts = vec![
+            ResolvedMount {
+                mount: mk(MountType::Bind, "/data", "/srv/data/sub", true),
+                host_path: "/data".into(),
+            },
+            ResolvedMount {
+                mount: mk(MountType::Volume, "v1", "/srv", false),
+                host_path: "/state/volumes/v1".into(),
+            },
+            ResolvedMount {
+                mount: Mount {
+                    tmpfs_size: 1 << 20,
+                    ..mk(MountType::Tmpfs, "", "/dev/shm", false)
+                },
+                host_path: PathBuf::new(),
+            },
+        ];
+        let s = build_spec(&inp).expect("spec");
+        let pos = |d: &str| s.mounts.iter().position(|m| m.destination == d).expect(d);
+        assert!(pos("/srv") < pos("/srv/data/sub"), "parents first");
+        let shm: Vec<_> = s
+            .mounts
+            .iter()
+            .filter(|m| m.destination == "/dev/shm")
+            .collect();
+        assert_eq!(
+            shm.len(),
+            1,
+            "the service's tmpfs replaces the default /dev/shm"
+        );
+        assert!(shm[0].options.contains(&"size=1048576".to_string()));
+        let bind = &s.mounts[pos("/srv/data/sub")];
+        assert_eq!(
+            (bind.kind.as_str(), bind.source.as_str()),
+            ("bind", "/data")
+        );
+        assert!(bind.options.contains(&"ro".to_string()));
+        assert_eq!(s.mounts[pos("/srv")].source, "/state/volumes/v1");
+
+        inp.mounts = vec![ResolvedMount {
+            mount: mk(MountType::Bind, "/x", "relative", false),
+            host_path: "/x".into(),
+        }];
+        assert!(matches!(build_spec(&inp), Err(SpecError::Mount(_))));
+        assert!(validate_volume_name("../etc").is_err());
+        assert!(validate_volume_name("data_1.x").is_ok());
+    }
+
+    #[test]
+    fn signals_and_stop_signal() {
+        assert_eq!(parse_signal("SIGTERM"), Some(15));
+        assert_eq!(parse_signal("term"), Some(15));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("SIGRTMIN+3"), Some(37));
+        assert_eq!(parse_signal("SIGNOPE"), None);
+        assert_eq!(parse_signal("0"), None);
+        let img = ImageConfig {
+            stop_signal: Some("SIGQUIT".into()),
+            ..Default::default()
+        };
+        assert_eq!(stop_signal(&ContainerSpec::default(), &img), "SIGQUIT");
+        assert_eq!(
+            stop_signal(&ContainerSpec::default(), &ImageConfig::default()),
+            "SIGTERM"
+        );
+        let s = ContainerSpec {
+            stop_signal: "SIGINT".into(),
+            ..Default::default()
+        };
+        assert_eq!(stop_signal(&s, &img), "SIGINT");
+    }
+
+    #[test]
+    fn etc_files() {
+        assert!(hosts_file("h", None).starts_with("127.0.0.1\tlocalhost\n"));
+        assert!(hosts_file("h", Some("10.0.0.2")).ends_with("10.0.0.2\th\n"));
+        let r = container_resolv_conf("nameserver 127.0.0.53\nnameserver 10.1.1.1\nsearch x\n");
+        assert_eq!(r, "nameserver 10.1.1.1\nsearch x\n");
+    }
+}
