@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/ca.proto",
         "proto/raft.proto",
         "proto/service.proto",
+        "proto/node.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

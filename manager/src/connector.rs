@@ -7,6 +7,11 @@ use tonic::transport::Channel;
 /// Opens (lazily connecting) gRPC channels to a manager's cluster port.
 pub trait Connector: Send + Sync + 'static {
     fn channel(&self, addr: &str) -> Result<Channel, TlsError>;
+    /// A channel to any node's cluster port (workers too), verified by the node id its
+    /// certificate names.
+    fn node_channel(&self, addr: &str, _node_id: &str) -> Result<Channel, TlsError> {
+        self.channel(addr)
+    }
 }
 
 /// The real connector: mutual TLS with the node's current credentials, which change when
@@ -37,5 +42,14 @@ impl Connector for TlsConnector {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         tls::connect_lazy(addr, tls::MANAGER_SERVER_NAME, cfg)
+    }
+
+    fn node_channel(&self, addr: &str, node_id: &str) -> Result<Channel, TlsError> {
+        let cfg = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        tls::connect_lazy(addr, node_id, cfg)
     }
 }

@@ -181,3 +181,88 @@ pub fn list_tasks(m: &Manager, req: &pb::ListTasksRequest) -> Result<Vec<pb::Tas
             .collect())
     })
 }
+
+/// The stream of a service's logs.
+pub type LogStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::LogMessage, tonic::Status>> + Send>>;
+
+/// Gathers the logs of a service's tasks from the nodes that ran them. Without `follow`,
+/// the lines of all nodes come in time order; with it, new lines as they arrive. A node
+/// that cannot be reached is skipped (and logged).
+pub async fn service_logs(
+    m: &Manager,
+    req: pb::ServiceLogsRequest,
+) -> Result<LogStream, ControlError> {
+    use futures::StreamExt;
+    use std::collections::BTreeMap;
+    struct Target {
+        addr: String,
+        hostname: String,
+        tasks: BTreeMap<String, String>,
+    }
+    let targets: BTreeMap<String, Target> = m.store.view(|s| {
+        let svc = s.find_service(&req.service)?;
+        let mut out: BTreeMap<String, Target> = BTreeMap::new();
+        for t in s.tasks_of(&svc.id) {
+            let Some(node_id) = &t.node_id else { continue };
+            let Some(node) = s.nodes.get(node_id) else {
+                continue;
+            };
+            out.entry(node_id.to_string())
+                .or_insert_with(|| Target {
+                    addr: node.cluster_addr.clone(),
+                    hostname: node.description.hostname.clone(),
+                    tasks: BTreeMap::new(),
+                })
+                .tasks
+                .insert(t.id.to_string(), rswarm_proto::model::naming::task_name(t));
+        }
+        Ok::<_, crate::store::LookupError>(out)
+    })?;
+    let mut streams = Vec::new();
+    for (node_id, target) in targets {
+        let channel = match m.connector.node_channel(&target.addr, &node_id) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(node.id = %node_id, "logs: {e}");
+                continue;
+            }
+        };
+        let mut client = pb::node_agent_client::NodeAgentClient::new(channel)
+            .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES);
+        let request = pb::TaskLogsRequest {
+            task_ids: target.tasks.keys().cloned().collect(),
+            tail: req.tail,
+            follow: req.follow,
+        };
+        match client.task_logs(request).await {
+            Ok(resp) => {
+                let (names, host, nid) = (target.tasks, target.hostname, node_id.clone());
+                streams.push(
+                    resp.into_inner()
+                        .map(move |r| {
+                            r.map(|mut l| {
+                                l.task_name = names.get(&l.task_id).cloned().unwrap_or_default();
+                                l.node_id.clone_from(&nid);
+                                l.node_hostname.clone_from(&host);
+                                l
+                            })
+                        })
+                        .boxed(),
+                );
+            }
+            Err(s) => tracing::warn!(node.id = %node_id, "logs: {}", s.message()),
+        }
+    }
+    if req.follow {
+        return Ok(futures::stream::select_all(streams).boxed());
+    }
+    // Everything at once, in time order across nodes (RFC 3339 UTC sorts as text).
+    let mut all = Vec::new();
+    for s in streams {
+        let lines: Vec<Result<pb::LogMessage, tonic::Status>> = s.collect().await;
+        all.extend(lines.into_iter().filter_map(Result::ok));
+    }
+    all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+    Ok(futures::stream::iter(all.into_iter().map(Ok)).boxed())
+}

@@ -79,6 +79,11 @@ impl TaskManager {
         })
     }
 
+    /// The container runtime behind this manager.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.executor
+    }
+
     /// Queues every known status again: a new leader may have missed some.
     pub fn resend_all(&self) {
         let all = self

@@ -36,6 +36,22 @@ pub enum ServiceCommand {
         #[arg(short, long)]
         detach: bool,
     },
+    /// Show the logs of a service's tasks, from every node.
+    Logs {
+        service: String,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines per task to show from the end ("all" for everything).
+        #[arg(short = 'n', long, default_value = "all")]
+        tail: String,
+        /// Show each line's time.
+        #[arg(short, long)]
+        timestamps: bool,
+        /// Leave out the task name and node prefix.
+        #[arg(long)]
+        no_task_ids: bool,
+    },
     /// Remove services.
     Rm {
         #[arg(required = true)]
@@ -720,6 +736,55 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
                     if let Some(s) = updated.service {
                         converge(&mut c, &s.id, true).await?;
                     }
+                }
+            }
+        }
+        ServiceCommand::Logs {
+            service,
+            follow,
+            tail,
+            timestamps,
+            no_task_ids,
+        } => {
+            use futures::StreamExt;
+            use std::io::Write;
+            let tail: i64 = if tail == "all" {
+                -1
+            } else {
+                tail.parse().ok().filter(|n: &i64| *n >= 0).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "invalid --tail {tail:?}: expected a number of lines or \"all\""
+                    )
+                })?
+            };
+            let mut stream = c
+                .service_logs(pb::ServiceLogsRequest {
+                    service,
+                    tail,
+                    follow,
+                })
+                .await?
+                .into_inner();
+            while let Some(msg) = stream.next().await {
+                let l = msg?;
+                let mut out = String::new();
+                if timestamps {
+                    out.push_str(&l.timestamp);
+                    out.push(' ');
+                }
+                if !no_task_ids {
+                    let short: String = l.task_id.chars().take(12).collect();
+                    out.push_str(&format!(
+                        "{}.{}@{}    | ",
+                        l.task_name, short, l.node_hostname
+                    ));
+                }
+                out.push_str(&l.line);
+                // Docker writes a task's stderr to stderr.
+                if l.stream == "stderr" {
+                    let _ = writeln!(std::io::stderr(), "{out}");
+                } else {
+                    let _ = writeln!(std::io::stdout(), "{out}");
                 }
             }
         }

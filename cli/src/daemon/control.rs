@@ -158,4 +158,15 @@ impl pb::control_server::Control for ControlService {
         let tasks = svc_ops::list_tasks(&m, req.get_ref())?;
         Ok(Response::new(pb::ListTasksResponse { tasks }))
     }
+
+    type ServiceLogsStream = svc_ops::LogStream;
+
+    async fn service_logs(
+        &self,
+        req: Request<pb::ServiceLogsRequest>,
+    ) -> Result<Response<svc_ops::LogStream>, Status> {
+        let m = self.node.slot().get()?;
+        let stream = svc_ops::service_logs(&m, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
 }

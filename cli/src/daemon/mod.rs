@@ -5,6 +5,7 @@
 pub mod config;
 mod control;
 mod node;
+mod node_agent;
 pub mod persist;
 
 pub use config::DaemonConfig;

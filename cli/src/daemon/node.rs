@@ -237,6 +237,7 @@ impl NodeRuntime {
         let server_cfg = tls::server_config(switch.clone(), &creds.ca_pem)?;
         let connector = Arc::new(TlsConnector::new(&creds)?);
         let slot = self.slot.clone();
+        let tasks = self.tasks.clone();
         let server = tokio::spawn(async move {
             let r = tonic::transport::Server::builder()
                 .add_service(
@@ -255,6 +256,12 @@ impl NodeRuntime {
                     pb::node_ca_server::NodeCaServer::new(ca_server::NodeCaService::new(slot))
                         .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES)
                         .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES),
+                )
+                .add_service(
+                    pb::node_agent_server::NodeAgentServer::new(
+                        super::node_agent::NodeAgentService::new(tasks),
+                    )
+                    .max_encoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES),
                 )
                 .serve_with_incoming(tls::incoming(listener, server_cfg))
                 .await;

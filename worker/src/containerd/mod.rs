@@ -386,6 +386,10 @@ impl Executor for ContainerdExecutor {
         Ok(out)
     }
 
+    fn log_file(&self, task: &TaskId) -> PathBuf {
+        self.log_path(task)
+    }
+
     async fn remove_orphan(&self, c: &ContainerRef, grace: Duration) -> Result<(), ExecError> {
         self.inner
             .stop_container(&c.container_id, &c.task_id, "", grace)

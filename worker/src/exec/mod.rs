@@ -70,6 +70,8 @@ pub trait Executor: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<ContainerRef>, ExecError>;
     /// Removes a container found by `list` (stopping it first) that no task owns.
     async fn remove_orphan(&self, c: &ContainerRef, grace: Duration) -> Result<(), ExecError>;
+    /// Where the task's container logs are kept on this node (see `containerd::logwriter`).
+    fn log_file(&self, task: &TaskId) -> std::path::PathBuf;
 }
 
 /// One task's container. Every method is idempotent, so the agent can call them again
