@@ -8,6 +8,11 @@ bash deploy/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace
+# containerd and a registry with a busybox image, for the executor's tests against the real
+# containerd; stopped again (only what was started here) however the tests end.
+bash deploy/test-infra.sh start
+trap 'bash deploy/test-infra.sh stop' EXIT
+export RSWARM_CONTAINERD_TESTS=1
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 export RSWARM_BIN="$target/debug/rswarm"
 cargo nextest run --workspace --no-fail-fast
