@@ -40,6 +40,8 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(commands::service::ServiceCommand),
+    /// Run a command in a task's container, on whatever node it runs.
+    Exec(commands::exec::ExecArgs),
 }
 
 /// Bad usage, as sysexits' EX_USAGE.
@@ -95,8 +97,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Exec(a) = cli.command {
+        // The command's exit code is ours.
+        return match rt.block_on(commands::exec::run(&cli.host, a)) {
+            Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+            Err(e) => {
+                eprintln!("Error: {}", client::error_line(&e));
+                ExitCode::FAILURE
+            }
+        };
+    }
     let result = rt.block_on(async move {
         match cli.command {
+            Command::Exec(_) => Ok(()),
             Command::Daemon(a) => commands::daemon::run(a).await,
             Command::Init(a) => commands::swarm::init(&cli.host, a).await,
             Command::Join(a) => commands::swarm::join(&cli.host, a).await,

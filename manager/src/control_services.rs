@@ -266,3 +266,61 @@ pub async fn service_logs(
     all.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
     Ok(futures::stream::iter(all.into_iter().map(Ok)).boxed())
 }
+
+/// Runs a command in a running task's container on its node. `task` is a task id (or
+/// prefix), a task name (`web.1`), or a service name (then any running task of it).
+pub async fn exec(m: &Manager, req: pb::ExecRequest) -> Result<pb::ExecResponse, tonic::Status> {
+    let (task_id, node_id, addr) = m
+        .store
+        .view(|s| {
+            let running = |t: &&rswarm_proto::model::Task| {
+                t.status.state == TaskState::Running && t.desired_state == TaskState::Running
+            };
+            let task = match s.find_task(&req.task) {
+                Ok(t) => t.clone(),
+                Err(e) => {
+                    let svc = s.find_service(&req.task).map_err(|_| e)?;
+                    s.tasks_of(&svc.id)
+                        .filter(running)
+                        .min_by_key(|t| t.slot)
+                        .cloned()
+                        .ok_or_else(|| {
+                            crate::store::LookupError::TaskNotFound(format!(
+                                "running task of {}",
+                                req.task
+                            ))
+                        })?
+                }
+            };
+            let node = task.node_id.clone().and_then(|n| s.nodes.get(&n).cloned());
+            Ok::<_, crate::store::LookupError>((task, node))
+        })
+        .map_err(|e| tonic::Status::from(ControlError::from(e)))
+        .and_then(|(task, node)| {
+            if task.status.state != TaskState::Running {
+                return Err(tonic::Status::failed_precondition(format!(
+                    "task {} is not running ({})",
+                    rswarm_proto::model::naming::task_name(&task),
+                    task.status.state.as_str()
+                )));
+            }
+            let node = node.ok_or_else(|| {
+                tonic::Status::failed_precondition("the task's node is not in the cluster")
+            })?;
+            Ok((task.id, node.id, node.cluster_addr))
+        })?;
+    let channel = m
+        .connector
+        .node_channel(&addr, node_id.as_str())
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let mut client = pb::node_agent_client::NodeAgentClient::new(channel)
+        .max_decoding_message_size(rswarm_proto::MAX_MESSAGE_BYTES);
+    let resp = client
+        .exec(pb::ExecRequest {
+            task: task_id.to_string(),
+            cmd: req.cmd,
+            timeout_ms: req.timeout_ms,
+        })
+        .await?;
+    Ok(resp.into_inner())
+}

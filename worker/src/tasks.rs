@@ -84,6 +84,15 @@ impl TaskManager {
         &self.executor
     }
 
+    /// The task as last assigned, if it is assigned here.
+    pub fn task(&self, id: &TaskId) -> Option<Task> {
+        self.runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .map(|r| r.task.borrow().clone())
+    }
+
     /// Queues every known status again: a new leader may have missed some.
     pub fn resend_all(&self) {
         let all = self

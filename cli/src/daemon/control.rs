@@ -169,4 +169,13 @@ impl pb::control_server::Control for ControlService {
         let stream = svc_ops::service_logs(&m, req.into_inner()).await?;
         Ok(Response::new(stream))
     }
+
+    async fn exec(
+        &self,
+        req: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let out = svc_ops::exec(&m, req.into_inner()).await?;
+        Ok(Response::new(out))
+    }
 }

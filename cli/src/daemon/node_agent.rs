@@ -20,6 +20,22 @@ impl NodeAgentService {
     }
 }
 
+/// Commands run by `rswarm exec` may take this long unless the caller says otherwise.
+const EXEC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn require_manager<T>(req: &Request<T>) -> Result<(), Status> {
+    // The TLS handshake checked the certificate against the cluster CA; these RPCs are for
+    // managers only.
+    let who = peer_info(req)
+        .ok_or_else(|| Status::unauthenticated("a cluster certificate is required"))?;
+    if who.role != NodeRole::Manager {
+        return Err(Status::permission_denied(
+            "a manager certificate is required",
+        ));
+    }
+    Ok(())
+}
+
 fn message(task: &str, l: LogLine) -> pb::LogMessage {
     pb::LogMessage {
         task_id: task.to_owned(),
@@ -87,5 +103,41 @@ impl pb::node_agent_server::NodeAgent for NodeAgentService {
         } else {
             Ok(Response::new(head.boxed()))
         }
+    }
+
+    async fn exec(
+        &self,
+        req: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResponse>, Status> {
+        require_manager(&req)?;
+        let tm = self
+            .tasks
+            .clone()
+            .ok_or_else(|| Status::failed_precondition("this node has no container runtime"))?;
+        let req = req.into_inner();
+        if req.cmd.is_empty() {
+            return Err(Status::invalid_argument("no command to run"));
+        }
+        let task = tm.task(&TaskId(req.task.clone())).ok_or_else(|| {
+            Status::not_found(format!("task {} does not run on this node", req.task))
+        })?;
+        let timeout = if req.timeout_ms == 0 {
+            EXEC_TIMEOUT
+        } else {
+            std::time::Duration::from_millis(req.timeout_ms)
+        };
+        let mut ctl = tm
+            .executor()
+            .controller(&task)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let out = ctl
+            .exec(&req.cmd, timeout)
+            .await
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        Ok(Response::new(pb::ExecResponse {
+            exit_code: out.exit_code,
+            stdout: out.stdout,
+            stderr: out.stderr,
+        }))
     }
 }
