@@ -8,9 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/service.proto",
         "proto/node.proto",
     ];
-    for f in &files {
-        println!("cargo:rerun-if-changed={f}");
-    }
+    // The whole directory: imported files (types.proto) count too.
+    println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())

@@ -65,6 +65,7 @@ pub fn description_from_pb(d: pb::NodeDescription) -> NodeDescription {
         cpus: d.cpus,
         memory_bytes: d.memory_bytes,
         engine_version: d.engine_version,
+        runtime_unavailable: d.runtime_unavailable,
     }
 }
 
@@ -76,6 +77,7 @@ pub fn description_to_pb(d: &NodeDescription) -> pb::NodeDescription {
         cpus: d.cpus,
         memory_bytes: d.memory_bytes,
         engine_version: d.engine_version.clone(),
+        runtime_unavailable: d.runtime_unavailable,
     }
 }
 

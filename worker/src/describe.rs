@@ -1,8 +1,9 @@
 //! What a node says about itself when it registers.
 use rswarm_proto::pb;
 
-/// Describes this machine: the hostname given, the OS and architecture, CPUs and memory.
-pub fn describe(hostname: &str) -> pb::NodeDescription {
+/// Describes this machine: the hostname given, the OS and architecture, CPUs and memory,
+/// and whether it can run tasks.
+pub fn describe(hostname: &str, has_runtime: bool) -> pb::NodeDescription {
     pb::NodeDescription {
         hostname: hostname.to_owned(),
         os: std::env::consts::OS.to_owned(),
@@ -10,6 +11,7 @@ pub fn describe(hostname: &str) -> pb::NodeDescription {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: memory_bytes().unwrap_or(0),
         engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+        runtime_unavailable: !has_runtime,
     }
 }
 
@@ -36,7 +38,7 @@ mod tests {
 
     #[test]
     fn describes_this_machine() {
-        let d = super::describe("h1");
+        let d = super::describe("h1", true);
         assert_eq!(d.hostname, "h1");
         assert!(d.cpus >= 1);
         assert_eq!(d.os, std::env::consts::OS);

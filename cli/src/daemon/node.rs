@@ -320,7 +320,10 @@ impl NodeRuntime {
         };
         let (view_tx, view_rx) = watch::channel(None);
         let cfg = AgentConfig {
-            description: rswarm_worker::describe::describe(&self.cfg.hostname),
+            description: rswarm_worker::describe::describe(
+                &self.cfg.hostname,
+                self.tasks.is_some(),
+            ),
             advertise_addr: node.advertise_addr.clone(),
             tasks: self.tasks.clone(),
         };
@@ -572,7 +575,7 @@ impl NodeRuntime {
                 ..Default::default()
             },
             description: rswarm_manager::control::description_from_pb(
-                rswarm_worker::describe::describe(&self.cfg.hostname),
+                rswarm_worker::describe::describe(&self.cfg.hostname, self.tasks.is_some()),
             ),
             status: NodeStatus {
                 state: NodeState::Unknown,
@@ -636,7 +639,10 @@ impl NodeRuntime {
         let mut request = tonic::Request::new(pb::JoinClusterRequest {
             token: req.token.trim().to_owned(),
             csr_pem,
-            description: Some(rswarm_worker::describe::describe(&self.cfg.hostname)),
+            description: Some(rswarm_worker::describe::describe(
+                &self.cfg.hostname,
+                self.tasks.is_some(),
+            )),
             advertise_addr: advertise.to_string(),
         });
         request.set_timeout(Duration::from_secs(30));

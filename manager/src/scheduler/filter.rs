@@ -23,6 +23,8 @@ pub enum Reject {
     Down,
     /// The node has not (or not yet) reported ready.
     NotReady,
+    /// No container runtime answers on the node.
+    NoRuntime,
     Drained,
     Paused,
     InsufficientCpu,
@@ -37,9 +39,10 @@ pub enum Reject {
 }
 
 impl Reject {
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::Down,
         Reject::NotReady,
+        Reject::NoRuntime,
         Reject::Drained,
         Reject::Paused,
         Reject::InsufficientCpu,
@@ -62,6 +65,7 @@ impl Reject {
         match self {
             Reject::Down => format!("{n} down"),
             Reject::NotReady => format!("{n} not ready"),
+            Reject::NoRuntime => format!("no container runtime on {n}"),
             Reject::Drained => format!("{n} drained"),
             Reject::Paused => format!("{n} paused"),
             Reject::InsufficientCpu => format!("insufficient CPU on {n}"),
@@ -80,6 +84,7 @@ impl fmt::Display for Reject {
         f.write_str(match self {
             Reject::Down => "node down",
             Reject::NotReady => "node not ready",
+            Reject::NoRuntime => "no container runtime",
             Reject::Drained => "node drained",
             Reject::Paused => "node paused",
             Reject::InsufficientCpu => "insufficient CPU",
@@ -168,6 +173,7 @@ impl Filter {
     pub fn check(&self, node: &Node, load: &NodeLoad<'_>) -> Result<(), Reject> {
         match self {
             Filter::Ready => match node.status.state {
+                NodeState::Ready if node.description.runtime_unavailable => Err(Reject::NoRuntime),
                 NodeState::Ready => Ok(()),
                 NodeState::Down => Err(Reject::Down),
                 NodeState::Unknown => Err(Reject::NotReady),

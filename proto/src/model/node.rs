@@ -101,6 +101,9 @@ pub struct NodeDescription {
     pub cpus: u32,
     pub memory_bytes: u64,
     pub engine_version: String,
+    /// No container runtime answered when the node registered: it takes no tasks.
+    #[serde(default)]
+    pub runtime_unavailable: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
