@@ -190,7 +190,21 @@ impl Writer {
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     if let Some(node) = f.leader_node {
                         match self.forward(&node.addr, &cmd).await {
-                            Ok(r) => return Ok(r),
+                            Ok(r) => {
+                                // Read your writes: what the caller reads next on this
+                                // node must include this write.
+                                let left =
+                                    deadline.saturating_duration_since(tokio::time::Instant::now());
+                                let _ = self
+                                    .raft
+                                    .wait(Some(left.max(Duration::from_secs(1))))
+                                    .applied_index_at_least(
+                                        Some(r.index),
+                                        "apply a forwarded write",
+                                    )
+                                    .await;
+                                return Ok(r);
+                            }
                             Err(e) => last_err = Some(e),
                         }
                     }
