@@ -454,3 +454,45 @@ fn a_removed_nodes_certificate_is_refused() {
         other => panic!("m1's certificate: expected \"session not found\", got {other:?}"),
     }
 }
+
+/// `init --force-new-cluster` on the one surviving manager of three: the cluster comes back
+/// with its state, the lost managers are recorded as workers, and writes work again.
+#[test]
+fn force_new_cluster_recovers_from_lost_quorum() {
+    let mut ds = three_managers_and_a_worker(25290);
+    ds[0].ok(&["node", "update", "--label-add", "keep=yes", "w1"]);
+    wait_label(&ds[0], "w1", "keep", "yes", CONVERGE);
+    // Lose two of three managers: no quorum.
+    ds[1].kill9();
+    ds[2].kill9();
+    ds[0].ok(&["init", "--force-new-cluster"]);
+    wait_for(CONVERGE, || {
+        let rows = ds[0].nodes()?;
+        let leader = nodes::leader(&rows)?;
+        if leader != "m1" {
+            return Err(format!("leader is {leader}, want m1"));
+        }
+        let managers: Vec<&str> = rows
+            .iter()
+            .filter(|n| n["role"] == "manager")
+            .filter_map(|n| n["hostname"].as_str())
+            .collect();
+        if managers != ["m1"] {
+            return Err(format!("managers {managers:?}, want only m1"));
+        }
+        Ok(())
+    });
+    // The state survived, and the cluster takes writes again.
+    wait_label(&ds[0], "w1", "keep", "yes", CONVERGE);
+    ds[0].ok(&["node", "update", "--label-add", "after=1", "w1"]);
+    wait_label(&ds[0], "w1", "after", "1", CONVERGE);
+    // The worker finds the surviving manager.
+    wait_for(CONVERGE, || {
+        let rows = ds[0].nodes()?;
+        match rows.iter().find(|n| n["hostname"] == "w1") {
+            Some(n) if n["state"] == "ready" => Ok(()),
+            Some(n) => Err(format!("w1 is {}", n["state"])),
+            None => Err("w1 is gone".into()),
+        }
+    });
+}
