@@ -819,6 +819,7 @@ async fn converge(c: &mut ControlClient<Channel>, id: &str, quiet: bool) -> anyh
     let show = !quiet && std::io::stderr().is_terminal();
     let started = tokio::time::Instant::now();
     let mut last_line = String::new();
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         let svc = c
             .list_services(pb::ListServicesRequest {})
@@ -846,6 +847,36 @@ async fn converge(c: &mut ControlClient<Channel>, id: &str, quiet: bool) -> anyh
         if show && line != last_line {
             eprintln!("{line}");
             last_line = line;
+        }
+        // Each task's state and, when it is stuck or failing, why: as it changes.
+        if show {
+            for t in &tasks {
+                let st = t.status.clone().unwrap_or_default();
+                let why = if st.err.is_empty() {
+                    st.message.clone()
+                } else {
+                    st.err.clone()
+                };
+                // "scheduled", "preparing" and the like add nothing to the state.
+                let why = if why == st.state || why == "scheduled" {
+                    String::new()
+                } else {
+                    why
+                };
+                let now = format!(
+                    "{}: {}{}",
+                    t.name,
+                    st.state,
+                    if why.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {why}")
+                    }
+                );
+                if seen.insert(now.clone()) && st.state != "running" {
+                    eprintln!("{now}");
+                }
+            }
         }
         if converged {
             if show {
