@@ -9,5 +9,6 @@ pub mod agent;
 pub mod containerd;
 pub mod describe;
 pub mod exec;
+pub mod fake;
 pub mod health;
 pub mod tasks;

@@ -116,16 +116,25 @@ impl TaskManager {
             .filter(|id| !keep.contains(*id))
             .cloned()
             .collect();
-        self.update(tasks, gone).await;
+        self.update(tasks, gone.clone()).await;
         // Containers of tasks this node no longer owns (e.g. it was down while they were
-        // moved elsewhere) are stopped and removed.
+        // moved elsewhere) are stopped and removed. Those of `gone` are being stopped by
+        // `update`, with their own signal and grace period.
         match self.executor.list().await {
             Ok(found) => {
-                for c in found.into_iter().filter(|c| !keep.contains(&c.task_id)) {
+                for c in found
+                    .into_iter()
+                    .filter(|c| !keep.contains(&c.task_id) && !gone.contains(&c.task_id))
+                {
                     info!(task.id = %c.task_id, "removing the container of a task this node no longer owns");
-                    if let Err(e) = self.executor.remove_orphan(&c, DEFAULT_GRACE).await {
-                        warn!(task.id = %c.task_id, "remove orphaned container: {e}");
-                    }
+                    // In the background: a container that ignores SIGTERM must not hold up
+                    // the session (heartbeats) for its grace period.
+                    let exec = self.executor.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = exec.remove_orphan(&c, DEFAULT_GRACE).await {
+                            warn!(task.id = %c.task_id, "remove orphaned container: {e}");
+                        }
+                    });
                 }
             }
             Err(e) => warn!("list containers: {e}"),
@@ -283,6 +292,18 @@ impl TaskManager {
                 return Ok(());
             }
             _ => {}
+        }
+        if !running_already && state >= TaskState::Running {
+            // It ran, and its process is gone without an exit we saw (the node rebooted, or
+            // the container was removed): the task failed; the orchestrator decides on a
+            // replacement, as Swarm does. Starting it again here would bypass the policy.
+            let err = if existing.is_some() {
+                "task: the container stopped while the node was away"
+            } else {
+                "task: the container is gone"
+            };
+            self.report(&t, TaskState::Failed, "failed", Some(err.into()), None);
+            return Ok(());
         }
         if !running_already {
             if state < TaskState::Accepted {
