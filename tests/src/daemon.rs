@@ -27,7 +27,8 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(90);
 const LOG_TAIL_LINES: usize = 40;
 
 /// An `rswarm daemon` with its own temporary directory (data dir, control socket, log) and
-/// cluster port `127.0.0.1:PORT`, hostname `NAME`, containerd namespace `rswtest-NAME`.
+/// cluster port `127.0.0.1:PORT`, hostname `NAME`, containerd namespace `rswtest-NAME` (or
+/// the one given to [`Daemon::start_with`]).
 /// Dropping it kills the process (SIGKILL) and waits for it; if the thread is panicking,
 /// the tail of the daemon's log is printed first. Set `RSWARM_TEST_KEEP=1` to keep the
 /// directories of a failed test.
@@ -37,6 +38,10 @@ pub struct Daemon {
     dir: Option<TempDir>,
     child: Option<Child>,
     starts: u32,
+    /// `--containerd-namespace`: `rswtest-NAME` unless [`Daemon::start_with`] says otherwise.
+    namespace: String,
+    /// More `rswarm daemon` flags, given on every start (see [`Daemon::start_with`]).
+    extra_args: Vec<String>,
 }
 
 /// Runs `rswarm -H HOST ARGS...` and returns its output; panics if it does not finish
@@ -103,6 +108,13 @@ impl Daemon {
     /// Starts `rswarm daemon` for a node called `name` on cluster port `127.0.0.1:port` and
     /// waits until its control socket accepts connections.
     pub fn start(name: &str, port: u16) -> Daemon {
+        Daemon::start_with(name, port, &format!("rswtest-{name}"), &[])
+    }
+
+    /// Like [`Daemon::start`], with containerd namespace `namespace` and `extra_args` added
+    /// to the daemon's command line (e.g. `--insecure-registry 127.0.0.1:5055`), on this
+    /// start and every later one. The caller removes what it makes in that namespace.
+    pub fn start_with(name: &str, port: u16, namespace: &str, extra_args: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix(&format!("rswtest-{name}-"))
             .tempdir()
@@ -113,9 +125,16 @@ impl Daemon {
             dir: Some(dir),
             child: None,
             starts: 0,
+            namespace: namespace.to_owned(),
+            extra_args: extra_args.iter().map(|a| (*a).to_owned()).collect(),
         };
         d.spawn();
         d
+    }
+
+    /// The containerd namespace this daemon runs its containers in.
+    pub fn containerd_namespace(&self) -> &str {
+        &self.namespace
     }
 
     pub fn name(&self) -> &str {
@@ -206,7 +225,8 @@ impl Daemon {
             .arg(self.socket())
             .args(["--listen-addr", &addr, "--advertise-addr", &addr])
             .args(["--hostname", &self.name])
-            .args(["--containerd-namespace", &format!("rswtest-{}", self.name)])
+            .args(["--containerd-namespace", &self.namespace])
+            .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .env_remove("RSWARM_HOST")
             .stdin(Stdio::null())

@@ -17,15 +17,19 @@
 //! - [`grpc`] calls the control API and the cluster port directly, for what the CLI cannot
 //!   express (a stale object version, a removed node's certificate).
 //! - [`nodes`] reads `node ls --format json` rows.
+//! - [`services`] runs a three-node cluster on containerd (a namespace per node, removed on
+//!   drop) and reads `service ps --format json` rows and `ctr` listings.
 //!
 //! Every test owns a disjoint range of cluster ports, so that nextest can run them all in
-//! parallel: `bad_input` uses 25100-25199 and `cluster` 25200-25299, ten ports per test.
+//! parallel: `bad_input` uses 25100-25199, `cluster` 25200-25299 and `services` 25300-25399,
+//! ten ports per test.
 
 mod binary;
 mod checks;
 mod daemon;
 pub mod grpc;
 pub mod nodes;
+pub mod services;
 mod wait;
 
 pub use binary::rswarm_bin;

@@ -132,14 +132,16 @@ pub fn pass(
     let unschedulable = plan.unschedulable;
     for (id, reason) in unschedulable {
         let Some(t) = tasks.get(&id) else { continue };
-        if t.status.message != reason {
+        // As swarmkit, the reason is the task's error: `service ps` shows it there.
+        if t.status.err != reason {
             debug!(task.id = %id, %reason, "task pending");
             cmds.push(Command::UpdateTaskStatus {
                 id,
                 status: TaskStatus {
                     state: TaskState::Pending,
                     timestamp: now,
-                    message: reason,
+                    message: "pending task scheduling".into(),
+                    err: reason,
                     ..t.status.clone()
                 },
             });
