@@ -108,13 +108,23 @@ async fn coalesce(mut rx: mpsc::UnboundedReceiver<(Command, Waiter)>, writer: Ar
         let writer = writer.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            // A caller that gave up (its future dropped) is not written for.
+            batch.retain(|(_, tx)| !tx.is_closed());
             if batch.len() == 1 {
                 let Some((cmd, tx)) = batch.pop() else { return };
-                let _ = tx.send(writer.write(cmd).await.and_then(outcome));
+                let r = writer
+                    .write(cmd, &|| tx.is_closed())
+                    .await
+                    .and_then(outcome);
+                let _ = tx.send(r);
+                return;
+            }
+            if batch.is_empty() {
                 return;
             }
             let (cmds, waiters): (Vec<Command>, Vec<Waiter>) = batch.into_iter().unzip();
-            match writer.write(Command::Multi(cmds)).await {
+            let gone = || waiters.iter().all(|w| w.is_closed());
+            match writer.write(Command::Multi(cmds), &gone).await {
                 Ok(resp) => {
                     for (i, tx) in waiters.into_iter().enumerate() {
                         let r = match resp.results.get(i).cloned().flatten() {
@@ -170,11 +180,20 @@ impl Writer {
         result
     }
 
-    /// Commits `cmd` through the leader, waiting up to the write deadline for one.
-    async fn write(&self, cmd: Command) -> Result<CommandResponse, ProposeError> {
+    /// Commits `cmd` through the leader, waiting up to the write deadline for one. Stops
+    /// trying once `abandoned()` says nobody waits for the outcome any more, so a write its
+    /// caller gave up on is not retried into the log later.
+    async fn write(
+        &self,
+        cmd: Command,
+        abandoned: &(dyn Fn() -> bool + Sync),
+    ) -> Result<CommandResponse, ProposeError> {
         let deadline = tokio::time::Instant::now() + WRITE_DEADLINE;
         let mut last_err = None;
         loop {
+            if abandoned() {
+                return Err(ProposeError::Unavailable("the caller gave up".into()));
+            }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let Ok(written) = tokio::time::timeout(left, self.raft.client_write(cmd.clone())).await
             else {
