@@ -1,49 +1,134 @@
 #!/usr/bin/env bash
-# Quickstart: builds rswarm and runs a three-manager, one-worker cluster on this machine's
-# loopback (one daemon per node, each with its own data dir and socket under $DIR).
-#   deploy/quickstart.sh        set up, build, start the cluster, show it
-#   deploy/quickstart.sh down   stop it and remove $DIR
-# The namespace-based lab (`rswarm lab up`) replaces this once it lands.
+# Quickstart, on a fresh Debian 12 machine, as root, from anywhere:
+#
+#   deploy/quickstart.sh        installs what is needed, builds rswarm, brings up a three-host
+#                               lab (`rswarm lab up`: hosts in network namespaces on this
+#                               machine, a registry, a cluster), builds a small demo web image
+#                               here (no registry on the internet is needed), pushes it into the
+#                               lab's registry, runs it as a service spread over the three hosts
+#                               and shows the cluster, the tasks and the answers of each task.
+#   deploy/quickstart.sh down   takes the lab down (`rswarm lab down`): nothing stays behind.
+#
+# The lab stays up between the two. Its dir is $RSWARM_QUICKSTART_DIR (default
+# /tmp/rswarm-quickstart).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${RSWARM_QUICKSTART_DIR:-/tmp/rswarm-quickstart}
-BIN=$PWD/target/debug/rswarm
+IMAGE=198.18.0.250:5000/demo-web:latest
+
+say() { printf '== %s\n' "$*" >&2; }
+die() { printf 'quickstart: %s\n' "$*" >&2; exit 1; }
+[[ $(id -u) == 0 ]] || die "run it as root (the lab makes network namespaces)"
+# rustup's cargo, when the shell that runs this has not picked it up yet.
+[[ -x $HOME/.cargo/bin/cargo ]] && PATH=$HOME/.cargo/bin:$PATH
+
+binary() {
+  local target
+  target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
+  echo "$target/debug/rswarm"
+}
+
 if [[ ${1:-up} == down ]]; then
-  for f in "$DIR"/*/pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
-  rm -rf "$DIR"
-  echo "quickstart cluster stopped"
+  [[ -f $DIR/lab.json ]] || { say "no quickstart lab in $DIR"; exit 0; }
+  "$(binary)" lab down --dir "$DIR"
   exit 0
 fi
-if [[ -d $DIR ]]; then echo "quickstart: $DIR exists: run '$0 down' first" >&2; exit 1; fi
-bash deploy/setup.sh
-cargo build -p rswarm
-mkdir -p "$DIR"
-port=24270
-for n in m1 m2 m3 w1; do
-  port=$((port + 1))
-  mkdir -p "$DIR/$n"
-  "$BIN" daemon --data-dir "$DIR/$n/data" --socket "$DIR/$n/rswarm.sock" \
-    --listen-addr "127.0.0.1:$port" --hostname "$n" >"$DIR/$n/daemon.log" 2>&1 &
-  echo $! >"$DIR/$n/pid"
+[[ ${1:-up} == up ]] || die "usage: $0 [up|down]"
+[[ -f $DIR/lab.json ]] && die "a quickstart lab is already up in $DIR: take it down first with '$0 down'"
+
+say "installing what building rswarm and the lab need"
+bash deploy/setup.sh >&2
+missing=()
+for p in containerd runc docker-registry skopeo busybox-static iproute2 jq; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
 done
-rsw() { local n=$1; shift; "$BIN" -H "unix://$DIR/$n/rswarm.sock" "$@"; }
-for n in m1 m2 m3 w1; do
-  for _ in $(seq 1 100); do rsw "$n" node ls >/dev/null 2>&1 && break; [[ -S $DIR/$n/rswarm.sock ]] && break; sleep 0.1; done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null \
+    || { apt-get update -q >/dev/null; apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null; }
+fi
+
+say "building rswarm (cargo build -p rswarm)"
+cargo build -p rswarm >&2
+BIN=$(binary)
+
+say "bringing up a three-host lab in $DIR"
+"$BIN" lab up --nodes 3 --managers 1 --dir "$DIR"
+export RSWARM_HOST=unix://$DIR/h1/rswarm.sock
+
+# A tiny web server image from Debian's busybox-static: busybox httpd on port 8080 serving a
+# page that names the container it runs in. An OCI image layout, pushed with skopeo.
+build_demo_image() {
+  local dir=$1 root; root=$(mktemp -d)
+  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$dir/blobs/sha256"
+  cp "$(command -v busybox)" "$root/bin/busybox"
+  for a in $("$root/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$root/bin/$a"; done
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  echo 'nobody:x:65534:65534:nobody:/:/bin/false' >>"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
+  cat >"$root/bin/demo-web" <<'EOS'
+#!/bin/sh
+# The demo's page: which container answers, and since when.
+printf 'Hello from rswarm! This is container %s, up since %s.\n' "$(hostname)" "$(date -u +%H:%M:%S)" >/www/index.html
+exec httpd -f -p 8080 -h /www
+EOS
+  chmod 0755 "$root/bin/demo-web"
+  tar -C "$root" --numeric-owner --owner=0 --group=0 -cf "$dir/layer.tar" .
+  local diff; diff=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
+  gzip -n "$dir/layer.tar"
+  local layer lsize; layer=$(sha256sum "$dir/layer.tar.gz" | cut -d' ' -f1); lsize=$(stat -c %s "$dir/layer.tar.gz")
+  mv "$dir/layer.tar.gz" "$dir/blobs/sha256/$layer"
+  printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["/bin/demo-web"],"ExposedPorts":{"8080/tcp":{}},"Healthcheck":{"Test":["CMD-SHELL","wget -qO- http://127.0.0.1:8080/ >/dev/null"],"Interval":1000000000,"Timeout":2000000000,"Retries":3}},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >"$dir/config.json"
+  local cfg csize; cfg=$(sha256sum "$dir/config.json" | cut -d' ' -f1); csize=$(stat -c %s "$dir/config.json")
+  mv "$dir/config.json" "$dir/blobs/sha256/$cfg"
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$cfg" "$csize" "$layer" "$lsize" >"$dir/manifest.json"
+  local man msize; man=$(sha256sum "$dir/manifest.json" | cut -d' ' -f1); msize=$(stat -c %s "$dir/manifest.json")
+  mv "$dir/manifest.json" "$dir/blobs/sha256/$man"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$man" "$msize" >"$dir/index.json"
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
+  rm -rf "$root"
+}
+
+say "building the demo web image and pushing it to $IMAGE"
+layout=$(mktemp -d)
+trap 'rm -rf "$layout"' EXIT
+build_demo_image "$layout"
+skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$IMAGE" >&2
+
+say "deploying it: rswarm service create --name web --replicas 3 $IMAGE"
+"$BIN" service create --name web --replicas 3 "$IMAGE" >/dev/null
+
+echo
+echo "\$ rswarm node ls"
+"$BIN" node ls
+echo
+echo "\$ rswarm service ps web"
+"$BIN" service ps web
+echo
+# Tasks have no network of their own yet (overlay networks come next): ask each task's web
+# server from inside its container, on whatever host it runs.
+for slot in 1 2 3; do
+  node=$("$BIN" service ps web --filter desired-state=running --format json \
+    | jq -r --arg n "web.$slot" '.[] | select(.name == $n) | .node')
+  echo "\$ rswarm exec web.$slot -- wget -qO- http://127.0.0.1:8080/      # on $node"
+  "$BIN" exec "web.$slot" -- wget -qO- http://127.0.0.1:8080/
 done
-rsw m1 init --dispatcher-heartbeat 1s >/dev/null
-MT=$(rsw m1 join-token manager -q); WT=$(rsw m1 join-token worker -q)
-rsw m2 join --token "$MT" 127.0.0.1:24271
-rsw m3 join --token "$MT" 127.0.0.1:24271
-rsw w1 join --token "$WT" 127.0.0.1:24271
-for _ in $(seq 1 100); do
-  [[ $(rsw m1 node ls --format json | jq '[.[] | select(.state=="ready")] | length') == 4 ]] && break
-  sleep 0.2
-done
-rsw m1 node ls
+
 cat <<EOT
 
-A four-node cluster runs on loopback. Talk to it with:
-    export RSWARM_HOST=unix://$DIR/m1/rswarm.sock
-    $BIN node ls
-Stop it with: $0 down
+The lab is up: three hosts (h1 manager, h2 and h3 workers) in network namespaces on this
+machine, 198.18.0.11-13, with a registry at 198.18.0.250:5000. Talk to it with:
+
+    export PATH=$(dirname "$BIN"):\$PATH
+    eval "\$(rswarm lab env h1 --dir $DIR)"     # the manager's socket
+    rswarm node ls
+    rswarm service scale web=6
+    rswarm service logs web
+    rswarm lab status --dir $DIR
+    rswarm lab stop h3 --dir $DIR                # a host fails; see its tasks move
+    rswarm lab start h3 --dir $DIR
+
+Take it down (removes everything the lab made):
+
+    $0 down
 EOT

@@ -13,6 +13,7 @@ cargo build --workspace
 bash deploy/test-infra.sh start
 trap 'bash deploy/test-infra.sh stop' EXIT
 export RSWARM_CONTAINERD_TESTS=1
+export RSWARM_LAB_TESTS=1   # tests/tests/lab.rs: real labs, each in its own network namespace (root)
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 export RSWARM_BIN="$target/debug/rswarm"
 cargo nextest run --workspace --no-fail-fast
@@ -22,8 +23,19 @@ if [[ ! -d $acc ]]; then
   exit 1
 fi
 # The acceptance scripts of resolved issues, in order; each later issue adds its own.
-for s in control-plane; do
+for s in control-plane lab; do
   echo "== acceptance: $s"
-  RSWARM="$RSWARM_BIN" bash "$acc/$s.sh"
+  if [[ $s == lab ]] && ip -4 -o addr show | grep -q ' 198\.18\.0\.'; then
+    # A lab is up on this machine (the quickstart's?): run this one in a network namespace
+    # of its own, which stands in for the machine.
+    ip netns add rswarm-acc-sandbox
+    ip -n rswarm-acc-sandbox link set lo up
+    rc=0
+    RSWARM="$RSWARM_BIN" nsenter --net=/run/netns/rswarm-acc-sandbox bash "$acc/$s.sh" || rc=$?
+    ip netns del rswarm-acc-sandbox
+    ((rc == 0)) || exit "$rc"
+  else
+    RSWARM="$RSWARM_BIN" bash "$acc/$s.sh"
+  fi
 done
 echo "all tests passed"

@@ -3,6 +3,7 @@
 mod client;
 mod commands;
 mod daemon;
+mod lab;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +43,9 @@ enum Command {
     Service(commands::service::ServiceCommand),
     /// Run a command in a task's container, on whatever node it runs.
     Exec(commands::exec::ExecArgs),
+    /// A rack on this machine: hosts in network namespaces, a registry, a cluster.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
 }
 
 /// Bad usage, as sysexits' EX_USAGE.
@@ -117,6 +121,7 @@ fn main() -> ExitCode {
             Command::Leave(a) => commands::swarm::leave(&cli.host, a).await,
             Command::Node(c) => commands::node::run(&cli.host, c).await,
             Command::Service(c) => commands::service::run(&cli.host, c).await,
+            Command::Lab(c) => lab::run(c).await,
         }
     });
     match result {
