@@ -81,6 +81,24 @@ impl StateMachine {
     }
 }
 
+/// Writes a snapshot to its file on the blocking pool, one save at a time.
+async fn save(
+    dir: &std::path::Path,
+    lock: &Arc<Mutex<()>>,
+    meta: &SnapshotMeta<NodeIdT, BasicNode>,
+    data: &[u8],
+) -> Result<(), StorageError<NodeIdT>> {
+    let (dir, m, d, lock) = (dir.to_owned(), meta.clone(), data.to_vec(), lock.clone());
+    tokio::task::spawn_blocking(move || {
+        let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
+    })
+    .await
+    .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
+    .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+    Ok(())
+}
+
 /// Builds a snapshot from a copy of the state taken between two applies.
 pub struct Builder {
     dir: PathBuf,
@@ -101,19 +119,7 @@ impl RaftSnapshotBuilder<TypeConfig> for Builder {
             last_membership: self.body.membership.clone(),
             snapshot_id,
         };
-        let (dir, m, d, lock) = (
-            self.dir.clone(),
-            meta.clone(),
-            data.clone(),
-            self.save_lock.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        save(&self.dir, &self.save_lock, &meta, &data).await?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -184,19 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError<NodeIdT>> {
         let data = snapshot.into_inner();
         self.load_body(meta, &data)?;
-        let (dir, m, d, lock) = (
-            self.dir.clone(),
-            meta.clone(),
-            data.clone(),
-            self.save_lock.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            SnapshotFile::<TypeConfig>::save(&dir, &m, &d)
-        })
-        .await
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?
-        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        save(&self.dir, &self.save_lock, meta, &data).await?;
         self.current = Some((meta.clone(), data));
         Ok(())
     }
