@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/raft.proto",
         "proto/service.proto",
         "proto/node.proto",
+        "proto/network.proto",
     ];
     // The whole directory: imported files (types.proto) count too.
     println!("cargo:rerun-if-changed=proto");

@@ -41,6 +41,12 @@ enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(commands::service::ServiceCommand),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(commands::network::NetworkCommand),
+    /// Manage stacks: services, networks, secrets and configs from Compose files.
+    #[command(subcommand)]
+    Stack(commands::stack::StackCommand),
     /// Run a command in a task's container, on whatever node it runs.
     Exec(commands::exec::ExecArgs),
     /// A rack on this machine: hosts in network namespaces, a registry, a cluster.
@@ -121,6 +127,8 @@ fn main() -> ExitCode {
             Command::Leave(a) => commands::swarm::leave(&cli.host, a).await,
             Command::Node(c) => commands::node::run(&cli.host, c).await,
             Command::Service(c) => commands::service::run(&cli.host, c).await,
+            Command::Network(c) => commands::network::run(&cli.host, c).await,
+            Command::Stack(c) => commands::stack::run(&cli.host, c).await,
             Command::Lab(c) => lab::run(c).await,
         }
     });

@@ -36,12 +36,14 @@ impl From<ControlError> for Status {
             ControlError::Lookup(
                 LookupError::NotFound(_)
                 | LookupError::ServiceNotFound(_)
-                | LookupError::TaskNotFound(_),
+                | LookupError::TaskNotFound(_)
+                | LookupError::NetworkNotFound(_),
             ) => Status::not_found(e.to_string()),
             ControlError::Lookup(
                 LookupError::Ambiguous(_)
                 | LookupError::ServiceAmbiguous(_)
-                | LookupError::TaskAmbiguous(_),
+                | LookupError::TaskAmbiguous(_)
+                | LookupError::NetworkAmbiguous(_),
             )
             | ControlError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ControlError::Propose(ProposeError::Refused(CommandError::StaleVersion { .. })) => {

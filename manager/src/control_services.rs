@@ -1,14 +1,19 @@
 //! What the control API does for services and tasks.
 
+use crate::allocator::Allocator;
 use crate::control::ControlError;
+use crate::control_networks::{catch_up, ALLOCATION_ATTEMPTS};
 use crate::ids::{now_ms, random_id};
 use crate::manager::Manager;
 use crate::proposer::{ProposeError, Proposer};
+use crate::store::State;
 use rswarm_proto::convert::{service_to_pb, task_to_pb};
 use rswarm_proto::model::{
-    Command, CommandError, Meta, Service, ServiceId, ServiceMode, ServiceSpec, TaskState,
+    Command, CommandError, Endpoint, Meta, NetworkId, Service, ServiceId, ServiceMode, ServiceSpec,
+    TaskState,
 };
 use rswarm_proto::pb;
+use std::collections::BTreeSet;
 
 fn spec_from_pb(spec: Option<pb::ServiceSpec>) -> Result<ServiceSpec, ControlError> {
     let spec =
@@ -23,10 +28,59 @@ fn spec_from_pb(spec: Option<pb::ServiceSpec>) -> Result<ServiceSpec, ControlErr
     Ok(spec)
 }
 
-/// The API's view of a service, with its replica counts.
+/// `spec` with its networks named by id, and the VIPs it should have (keeping those of
+/// `current` on networks it stays on). A network that does not exist, or is named twice,
+/// is refused.
+fn attach_networks(
+    s: &State,
+    spec: &ServiceSpec,
+    current: &Endpoint,
+) -> Result<(ServiceSpec, Endpoint), ControlError> {
+    let mut spec = spec.clone();
+    let mut seen = BTreeSet::new();
+    for c in &mut spec.networks {
+        let n = s.find_network(&c.target)?;
+        if !seen.insert(n.id.clone()) {
+            return Err(ControlError::InvalidArgument(format!(
+                "network {} is attached more than once",
+                n.spec.name
+            )));
+        }
+        c.target = n.id.to_string();
+    }
+    let endpoint = Allocator::new(s)
+        .allocate_endpoint(&spec, current)
+        .map_err(|e| ControlError::FailedPrecondition(e.to_string()))?;
+    Ok((spec, endpoint))
+}
+
+/// Whether a refused write lost a race with another allocation (or a network going), so
+/// that allocating again from a fresh view may succeed or say what is wrong.
+fn retry_allocation(e: &ProposeError) -> bool {
+    matches!(
+        e,
+        ProposeError::Refused(CommandError::Conflict(_))
+            | ProposeError::Refused(CommandError::NotFound { .. })
+    )
+}
+
+/// The name of a network, for the API's views ("" once it is gone).
+fn network_name(s: &State, id: &str) -> String {
+    s.networks
+        .get(&NetworkId(id.to_owned()))
+        .map(|n| n.spec.name.clone())
+        .unwrap_or_default()
+}
+
+/// The API's view of a service, with its replica counts and the names of its networks.
 fn service_view(m: &Manager, svc: &Service) -> pb::Service {
     let mut out = service_to_pb(svc);
     m.store.view(|s| {
+        if let Some(e) = out.endpoint.as_mut() {
+            for v in &mut e.virtual_ips {
+                v.network_name = network_name(s, &v.network_id);
+            }
+        }
         let live: Vec<_> = s
             .tasks_of(&svc.id)
             .filter(|t| t.desired_state == TaskState::Running)
@@ -47,32 +101,58 @@ pub async fn create_service(
     m: &Manager,
     spec: Option<pb::ServiceSpec>,
 ) -> Result<pb::Service, ControlError> {
-    let spec = spec_from_pb(spec)?;
+    let asked = spec_from_pb(spec)?;
     let now = now_ms();
-    let svc = Service {
-        id: ServiceId(random_id()),
-        meta: Meta {
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        },
-        spec,
-        spec_version: 1,
-    };
-    m.proposer
-        .propose(Command::CreateService(Box::new(svc.clone())))
-        .await
-        .map_err(|e| match e {
-            ProposeError::Refused(CommandError::Exists { .. }) => ControlError::FailedPrecondition(
-                format!("a service named {} already exists", svc.spec.name),
-            ),
-            e => e.into(),
+    let id = ServiceId(random_id());
+    for attempt in 1..=ALLOCATION_ATTEMPTS {
+        let svc = m.store.view(|s| {
+            if s.services.values().any(|o| o.spec.name == asked.name) {
+                return Err(service_name_taken(&asked.name));
+            }
+            let (spec, endpoint) = attach_networks(s, &asked, &Endpoint::default())?;
+            Ok(Service {
+                id: id.clone(),
+                meta: Meta {
+                    version: 0,
+                    created_at: now,
+                    updated_at: now,
+                },
+                spec,
+                spec_version: 1,
+                endpoint,
+            })
         })?;
-    let stored = m
-        .store
-        .view(|s| s.services.get(&svc.id).cloned())
-        .unwrap_or(svc);
-    Ok(service_view(m, &stored))
+        match m
+            .proposer
+            .propose(Command::CreateService(Box::new(svc.clone())))
+            .await
+        {
+            Ok(_) => {
+                let stored = m
+                    .store
+                    .view(|s| s.services.get(&svc.id).cloned())
+                    .unwrap_or(svc);
+                return Ok(service_view(m, &stored));
+            }
+            Err(ProposeError::Refused(CommandError::Exists { .. })) => {
+                return Err(service_name_taken(&asked.name))
+            }
+            Err(e) if retry_allocation(&e) && attempt < ALLOCATION_ATTEMPTS => {
+                tracing::debug!(service.name = %asked.name, "allocation lost a race ({e}); allocating again");
+                catch_up(m).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ControlError::FailedPrecondition(format!(
+        "service {}: its VIPs kept colliding with concurrent changes; try again",
+        asked.name
+    )))
+}
+
+fn service_name_taken(name: &str) -> ControlError {
+    ControlError::FailedPrecondition(format!("a service named {name} already exists"))
 }
 
 pub fn list_services(m: &Manager) -> Vec<pb::Service> {
@@ -85,9 +165,13 @@ pub async fn update_service(
     m: &Manager,
     req: pb::UpdateServiceRequest,
 ) -> Result<pb::Service, ControlError> {
-    let spec = spec_from_pb(req.spec)?;
+    let asked = spec_from_pb(req.spec)?;
     for attempt in 0..5 {
-        let current = m.store.view(|s| s.find_service(&req.service).cloned())?;
+        let (current, (spec, endpoint)) = m.store.view(|s| {
+            let current = s.find_service(&req.service)?.clone();
+            let attached = attach_networks(s, &asked, &current.endpoint)?;
+            Ok::<_, ControlError>((current, attached))
+        })?;
         if req.version != 0 && req.version != current.meta.version {
             return Err(ProposeError::Refused(CommandError::StaleVersion {
                 kind: "service".into(),
@@ -105,10 +189,11 @@ pub async fn update_service(
             ));
         }
         let mut next = current.clone();
-        if next.spec.task != spec.task {
+        if next.spec.task != spec.task || next.spec.networks != spec.networks {
             next.spec_version += 1;
         }
-        next.spec = spec.clone();
+        next.spec = spec;
+        next.endpoint = endpoint;
         next.meta.updated_at = now_ms();
         match m
             .proposer
@@ -126,6 +211,10 @@ pub async fn update_service(
                 if req.version == 0 && attempt < 4 =>
             {
                 continue
+            }
+            Err(e) if retry_allocation(&e) && attempt < 4 => {
+                catch_up(m).await;
+                continue;
             }
             Err(e) => return Err(e.into()),
         }
@@ -176,7 +265,11 @@ pub fn list_tasks(m: &Manager, req: &pb::ListTasksRequest) -> Result<Vec<pb::Tas
                     .and_then(|n| s.nodes.get(n))
                     .map(|n| n.description.hostname.as_str())
                     .unwrap_or("");
-                task_to_pb(t, host)
+                let mut out = task_to_pb(t, host);
+                for a in &mut out.networks {
+                    a.network_name = network_name(s, &a.network_id);
+                }
+                out
             })
             .collect())
     })

@@ -7,11 +7,13 @@
 //! [`slot::ManagerSlot`]; [`control`] holds what the control API does.
 //! This crate does not touch containers or the network: that is the worker's and netd's.
 
+pub mod allocator;
 pub mod auth;
 pub mod ca;
 pub mod ca_server;
 pub mod connector;
 pub mod control;
+pub mod control_networks;
 pub mod control_services;
 pub mod dispatcher;
 pub mod ids;

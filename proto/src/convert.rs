@@ -2,11 +2,13 @@
 //! `TryFrom`: this is where a malformed request becomes one clear error.
 
 use crate::model::{
-    ContainerSpec, HealthCheck, Meta, Mount, MountType, Placement, ResourceRequirements, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec,
-    TaskState, TaskStatus,
+    ContainerSpec, EndpointMode, HealthCheck, IpamConfig, Ipv4Cidr, Meta, Mount, MountType,
+    Network, NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, Placement,
+    ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
+    ServiceSpec, SpreadOver, Task, TaskSpec, TaskState, TaskStatus,
 };
 use crate::pb;
+use std::net::Ipv4Addr;
 use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,8 +302,22 @@ impl From<&ServiceSpec> for pb::ServiceSpec {
             task: Some(pb::TaskSpec::from(&s.task)),
             mode: mode.into(),
             replicas,
+            networks: s
+                .networks
+                .iter()
+                .map(|n| pb::NetworkAttachmentConfig {
+                    target: n.target.clone(),
+                    aliases: n.aliases.clone(),
+                })
+                .collect(),
+            endpoint_mode: s.endpoint_mode.as_str().into(),
         }
     }
+}
+
+/// Network names follow the same rules as service names.
+pub fn valid_network_name(name: &str) -> bool {
+    valid_service_name(name)
 }
 
 /// Service names as Docker accepts them: letters, digits, `-`, `_`, `.`, starting with a
@@ -347,15 +363,42 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
                 ))
             }
         };
+        let endpoint_mode = match s.endpoint_mode.as_str() {
+            "" => EndpointMode::default(),
+            m => EndpointMode::parse(m)
+                .ok_or_else(|| invalid("endpoint mode", format!("{m:?}: expected vip or dnsrr")))?,
+        };
+        let mut networks = Vec::with_capacity(s.networks.len());
+        for n in s.networks {
+            if n.target.trim().is_empty() {
+                return Err(invalid("network", "a network name or id is required"));
+            }
+            for a in &n.aliases {
+                if !valid_service_name(a) {
+                    return Err(invalid(
+                        "network alias",
+                        format!("{a:?}: use letters, digits, '-', '_' and '.'"),
+                    ));
+                }
+            }
+            networks.push(NetworkAttachmentConfig {
+                target: n.target,
+                aliases: n.aliases,
+            });
+        }
         Ok(ServiceSpec {
             name: s.name,
             labels: s.labels.into_iter().collect(),
             task: TaskSpec::try_from(s.task.ok_or(ConvertError::Missing("a task spec"))?)?,
             mode,
+            networks,
+            endpoint_mode,
         })
     }
 }
 
+/// A service as the API shows it; `network_name`s and replica counts are the caller's to
+/// fill (they need the store).
 pub fn service_to_pb(s: &Service) -> pb::Service {
     pb::Service {
         id: s.id.to_string(),
@@ -364,6 +407,124 @@ pub fn service_to_pb(s: &Service) -> pb::Service {
         spec_version: s.spec_version,
         replicas_running: 0,
         replicas_desired: 0,
+        endpoint: Some(pb::Endpoint {
+            virtual_ips: s
+                .endpoint
+                .virtual_ips
+                .iter()
+                .map(|v| pb::VirtualIp {
+                    network_id: v.network.to_string(),
+                    network_name: String::new(),
+                    addr: v.addr.to_string(),
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn attachment_to_pb(a: &NetworkAttachment) -> pb::NetworkAttachment {
+    pb::NetworkAttachment {
+        network_id: a.network.to_string(),
+        network_name: String::new(),
+        addresses: a.addresses.iter().map(ToString::to_string).collect(),
+    }
+}
+
+impl TryFrom<pb::NetworkAttachment> for NetworkAttachment {
+    type Error = ConvertError;
+    fn try_from(a: pb::NetworkAttachment) -> Result<Self, ConvertError> {
+        Ok(NetworkAttachment {
+            network: a.network_id.as_str().into(),
+            addresses: a
+                .addresses
+                .iter()
+                .map(|x| x.parse().map_err(|e| invalid("address", format!("{e}"))))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+impl From<&NetworkSpec> for pb::NetworkSpec {
+    fn from(n: &NetworkSpec) -> Self {
+        pb::NetworkSpec {
+            name: n.name.clone(),
+            driver: n.driver.as_str().into(),
+            labels: n.labels.clone().into_iter().collect(),
+            attachable: n.attachable,
+            internal: n.internal,
+            ipam: Some(pb::IpamConfig {
+                subnet: n.ipam.subnet.map(|s| s.to_string()).unwrap_or_default(),
+                gateway: n.ipam.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            }),
+        }
+    }
+}
+
+/// A network spec as a user asks for it: the syntax is checked here; whether the subnet
+/// is free (and the gateway inside it) is the allocator's to say.
+impl TryFrom<pb::NetworkSpec> for NetworkSpec {
+    type Error = ConvertError;
+    fn try_from(n: pb::NetworkSpec) -> Result<Self, ConvertError> {
+        if !valid_network_name(&n.name) {
+            return Err(invalid(
+                "network name",
+                format!(
+                    "{:?}: use letters, digits, '-', '_' and '.', starting with a letter or digit",
+                    n.name
+                ),
+            ));
+        }
+        let driver = match n.driver.as_str() {
+            "" => NetworkDriver::default(),
+            d => NetworkDriver::parse(d).ok_or_else(|| {
+                invalid(
+                    "driver",
+                    format!("{d:?} is not supported: the only driver is overlay"),
+                )
+            })?,
+        };
+        if n.labels.keys().any(String::is_empty) {
+            return Err(invalid("label", "a label needs a key"));
+        }
+        let ipam = n.ipam.unwrap_or_default();
+        let subnet = match ipam.subnet.trim() {
+            "" => None,
+            s => Some(
+                s.parse::<Ipv4Cidr>()
+                    .map_err(|e| invalid("subnet", e.to_string()))?,
+            ),
+        };
+        let gateway = match ipam.gateway.trim() {
+            "" => None,
+            g => Some(
+                g.parse::<Ipv4Addr>()
+                    .map_err(|_| invalid("gateway", format!("{g:?}: expected an IPv4 address")))?,
+            ),
+        };
+        if gateway.is_some() && subnet.is_none() {
+            return Err(invalid("gateway", "a gateway needs a subnet (--subnet)"));
+        }
+        Ok(NetworkSpec {
+            name: n.name,
+            driver,
+            labels: n.labels.into_iter().collect(),
+            attachable: n.attachable,
+            internal: n.internal,
+            ipam: IpamConfig { subnet, gateway },
+        })
+    }
+}
+
+pub fn network_to_pb(n: &Network) -> pb::Network {
+    pb::Network {
+        id: n.id.to_string(),
+        meta: Some(meta_to_pb(&n.meta)),
+        spec: Some(pb::NetworkSpec::from(&n.spec)),
+        allocation: Some(pb::NetworkAllocation {
+            subnet: n.allocation.subnet.to_string(),
+            gateway: n.allocation.gateway.to_string(),
+            vni: n.allocation.vni,
+        }),
     }
 }
 
@@ -411,6 +572,7 @@ pub fn task_to_pb(t: &Task, node_hostname: &str) -> pb::Task {
         service_name: t.service_name.clone(),
         name: crate::model::naming::task_name(t),
         node_hostname: node_hostname.to_owned(),
+        networks: t.networks.iter().map(attachment_to_pb).collect(),
     }
 }
 
@@ -435,6 +597,11 @@ impl TryFrom<pb::Task> for Task {
                 .ok_or_else(|| invalid("desired state", t.desired_state.clone()))?,
             status: TaskStatus::try_from(t.status.unwrap_or_default()).unwrap_or_default(),
             service_name: t.service_name,
+            networks: t
+                .networks
+                .into_iter()
+                .map(NetworkAttachment::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -458,6 +625,11 @@ mod tests {
         s.task.restart.condition = RestartCondition::OnFailure;
         s.task.placement.constraints = vec!["node.role==worker".into()];
         s.mode = ServiceMode::Replicated { replicas: 3 };
+        s.networks = vec![NetworkAttachmentConfig {
+            target: "appnet".into(),
+            aliases: vec!["www".into()],
+        }];
+        s.endpoint_mode = EndpointMode::Dnsrr;
         s
     }
 
@@ -486,5 +658,41 @@ mod tests {
             }
         }
         assert!(ServiceSpec::try_from(p).is_err());
+        let mut p = pb::ServiceSpec::from(&spec());
+        p.endpoint_mode = "round-robin".into();
+        assert!(ServiceSpec::try_from(p).is_err());
+    }
+
+    #[test]
+    fn network_specs_round_trip_and_bad_ones_are_refused() {
+        let n = NetworkSpec {
+            name: "appnet".into(),
+            ipam: IpamConfig {
+                subnet: Some("10.31.0.0/24".parse().unwrap()),
+                gateway: Some(Ipv4Addr::new(10, 31, 0, 254)),
+            },
+            attachable: true,
+            ..Default::default()
+        };
+        assert_eq!(NetworkSpec::try_from(pb::NetworkSpec::from(&n)).unwrap(), n);
+        let bad = |f: &dyn Fn(&mut pb::NetworkSpec)| {
+            let mut p = pb::NetworkSpec::from(&n);
+            f(&mut p);
+            NetworkSpec::try_from(p).is_err()
+        };
+        assert!(bad(&|p| p.name = "bad name".into()));
+        assert!(bad(&|p| p.driver = "bridge".into()));
+        assert!(bad(&|p| p.ipam = Some(pb::IpamConfig {
+            subnet: "10.31.0.0/33".into(),
+            gateway: String::new()
+        })));
+        assert!(bad(&|p| p.ipam = Some(pb::IpamConfig {
+            subnet: String::new(),
+            gateway: "10.31.0.1".into()
+        })));
+        assert!(bad(&|p| p.ipam = Some(pb::IpamConfig {
+            subnet: "10.31.0.0/24".into(),
+            gateway: "banana".into()
+        })));
     }
 }

@@ -4,8 +4,9 @@ use crate::client;
 use crate::output::{self, Format};
 use clap::{Args, Subcommand};
 use rswarm_proto::model::{
-    parse_duration, ContainerSpec, HealthCheck, Mount, MountType, Placement, ResourceRequirements,
-    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+    parse_duration, ContainerSpec, EndpointMode, HealthCheck, Mount, MountType,
+    NetworkAttachmentConfig, Placement, ResourceRequirements, Resources, RestartCondition,
+    RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
 };
 use rswarm_proto::pb;
 use rswarm_proto::pb::control_client::ControlClient;
@@ -152,6 +153,12 @@ pub struct CreateArgs {
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
     #[arg(long = "mount")]
     mount: Vec<String>,
+    /// A network to join: NAME, or name=NAME[,alias=ALIAS...]; repeatable.
+    #[arg(long = "network")]
+    network: Vec<String>,
+    /// How the service is reached on its networks: a virtual IP, or DNS round robin.
+    #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
+    endpoint_mode: String,
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     detach: bool,
@@ -254,6 +261,41 @@ fn parse_mount(v: &str) -> Result<Mount, FlagError> {
         read_only,
         tmpfs_size: size,
     })
+}
+
+/// `--network NAME` or `--network name=NAME,alias=A,...`.
+fn parse_network(v: &str) -> Result<NetworkAttachmentConfig, FlagError> {
+    if !v.contains('=') {
+        if v.trim().is_empty() || v.contains(',') {
+            return Err(flag_err(
+                "--network",
+                v,
+                "expected NAME or name=NAME[,alias=ALIAS]",
+            ));
+        }
+        return Ok(NetworkAttachmentConfig {
+            target: v.to_owned(),
+            aliases: Vec::new(),
+        });
+    }
+    let mut out = NetworkAttachmentConfig::default();
+    for part in v.split(',') {
+        match part.split_once('=') {
+            Some(("name" | "target", n)) if !n.is_empty() => out.target = n.to_owned(),
+            Some(("alias", a)) if !a.is_empty() => out.aliases.push(a.to_owned()),
+            _ => {
+                return Err(flag_err(
+                    "--network",
+                    v,
+                    "expected NAME or name=NAME[,alias=ALIAS]",
+                ))
+            }
+        }
+    }
+    if out.target.is_empty() {
+        return Err(flag_err("--network", v, "name is required"));
+    }
+    Ok(out)
 }
 
 fn key_values(
@@ -410,6 +452,12 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
             force_update: 0,
         },
         mode,
+        networks: a
+            .network
+            .iter()
+            .map(|n| parse_network(n))
+            .collect::<Result<_, _>>()?,
+        endpoint_mode: EndpointMode::parse(&a.endpoint_mode).unwrap_or_default(),
     })
 }
 
@@ -468,6 +516,8 @@ pub fn inspect_value(s: &pb::Service) -> Value {
             "name": spec.name,
             "labels": labels,
             "mode": mode_value(&spec),
+            "networks": spec.networks.iter().map(|n| json!({"target": n.target, "aliases": n.aliases})).collect::<Vec<_>>(),
+            "endpoint_mode": if spec.endpoint_mode.is_empty() { "vip" } else { spec.endpoint_mode.as_str() },
             "task_template": {
                 "container_spec": {
                     "image": c.image, "command": c.command, "args": c.args, "env": c.env,
@@ -495,7 +545,12 @@ pub fn inspect_value(s: &pb::Service) -> Value {
                 },
             },
         },
-        "endpoint": { "virtual_ips": [] },
+        "endpoint": {
+            "mode": if spec.endpoint_mode.is_empty() { "vip" } else { spec.endpoint_mode.as_str() },
+            "virtual_ips": s.endpoint.as_ref().map(|e| e.virtual_ips.iter().map(|v| json!({
+                "network": v.network_id, "network_name": v.network_name, "addr": v.addr,
+            })).collect::<Vec<_>>()).unwrap_or_default(),
+        },
         "replicas_desired": s.replicas_desired,
         "replicas_running": s.replicas_running,
     })
@@ -523,7 +578,10 @@ pub fn task_row(t: &pb::Task) -> Value {
         "error": st.err,
         "exit_code": st.exit_code,
         "image": image,
-        "addresses": [],
+        "addresses": t.networks.iter().flat_map(|n| n.addresses.iter()).collect::<Vec<_>>(),
+        "networks": t.networks.iter().map(|n| json!({
+            "network": n.network_id, "network_name": n.network_name, "addresses": n.addresses,
+        })).collect::<Vec<_>>(),
         "timestamp": st.timestamp,
         "created_at": t.meta.map(|m| m.created_at).unwrap_or(0),
     })
@@ -937,5 +995,16 @@ mod tests {
         assert!(m.read_only);
         assert!(parse_mount("type=nfs,target=/x").is_err());
         assert!(parse_mount("type=tmpfs").is_err());
+    }
+
+    #[test]
+    fn networks_parse_short_and_long() {
+        assert_eq!(parse_network("appnet").unwrap().target, "appnet");
+        let n = parse_network("name=appnet,alias=www,alias=web").unwrap();
+        assert_eq!(n.target, "appnet");
+        assert_eq!(n.aliases, ["www", "web"]);
+        for bad in ["", "alias=www", "name=appnet,bogus=1", "a,b", "name="] {
+            assert!(parse_network(bad).is_err(), "{bad:?} parsed");
+        }
     }
 }

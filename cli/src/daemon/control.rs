@@ -3,6 +3,7 @@
 
 use super::node::NodeRuntime;
 use rswarm_manager::control as ops;
+use rswarm_manager::control_networks as net_ops;
 use rswarm_manager::control_services as svc_ops;
 use rswarm_proto::model::NodeRole;
 use rswarm_proto::pb;
@@ -177,5 +178,35 @@ impl pb::control_server::Control for ControlService {
         let m = self.node.slot().get()?;
         let out = svc_ops::exec(&m, req.into_inner()).await?;
         Ok(Response::new(out))
+    }
+
+    async fn create_network(
+        &self,
+        req: Request<pb::CreateNetworkRequest>,
+    ) -> Result<Response<pb::CreateNetworkResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let network = net_ops::create_network(&m, req.into_inner().spec).await?;
+        Ok(Response::new(pb::CreateNetworkResponse {
+            network: Some(network),
+        }))
+    }
+
+    async fn list_networks(
+        &self,
+        _req: Request<pb::ListNetworksRequest>,
+    ) -> Result<Response<pb::ListNetworksResponse>, Status> {
+        let m = self.node.slot().get()?;
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: net_ops::list_networks(&m),
+        }))
+    }
+
+    async fn remove_network(
+        &self,
+        req: Request<pb::RemoveNetworkRequest>,
+    ) -> Result<Response<pb::RemoveNetworkResponse>, Status> {
+        let m = self.node.slot().get()?;
+        net_ops::remove_network(&m, &req.into_inner().network).await?;
+        Ok(Response::new(pb::RemoveNetworkResponse {}))
     }
 }

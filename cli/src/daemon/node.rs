@@ -509,6 +509,7 @@ impl NodeRuntime {
                 nodes,
                 services: state.services.into_values().collect(),
                 tasks: state.tasks.into_values().collect(),
+                networks: state.networks.into_values().collect(),
             })
             .await
             .map_err(|e| NodeError::Internal(format!("restore the state: {e}")))?;

@@ -144,6 +144,8 @@ pub fn new_task(svc: &Service, slot: u64, node: Option<NodeId>, now: u64, id: Ta
             ..Default::default()
         },
         service_name: svc.spec.name.clone(),
+        // Addresses come from the allocator in the orchestrator's pass.
+        networks: Vec::new(),
     }
 }
 

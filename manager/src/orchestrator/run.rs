@@ -1,16 +1,20 @@
 //! The orchestration loop (leader only): reconcile every service, clean up after removed
-//! services, schedule pending tasks, and commit the outcome as one batch per pass. A pass
-//! runs after store changes (debounced) and when a delayed restart falls due.
+//! services, give new tasks their network addresses, schedule pending tasks, and commit
+//! the outcome as one batch per pass. A pass runs after store changes (debounced) and when
+//! a delayed restart falls due.
 
 use super::{is_live, node_lost, reconcile_global, reconcile_replicated, Action};
+use crate::allocator::{service_networks, Allocator};
 use crate::ids::{now_ms, random_id};
 use crate::manager::Manager;
 use crate::proposer::Proposer;
 use crate::scheduler::{self, ClusterSnapshot};
+use crate::store::State;
 use rswarm_proto::model::{
-    Command, Node, NodeId, Service, ServiceId, ServiceMode, Task, TaskId, TaskState, TaskStatus,
+    Command, NetworkAttachment, Node, Service, ServiceId, ServiceMode, Task, TaskId, TaskState,
+    TaskStatus,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
@@ -22,7 +26,7 @@ pub async fn run(m: Arc<Manager>) {
     let mut events = m.store.subscribe();
     loop {
         let now = now_ms();
-        let (cmds, wake) = m.store.view(|s| pass(&s.nodes, &s.services, &s.tasks, now));
+        let (cmds, wake) = m.store.view(|s| pass(s, now));
         for chunk in cmds.chunks(BATCH) {
             if let Err(e) = m.proposer.propose(Command::Batch(chunk.to_vec())).await {
                 warn!("orchestrator: {e}");
@@ -45,12 +49,8 @@ pub async fn run(m: Arc<Manager>) {
 }
 
 /// One pass over a view of the store: the commands to commit and when to look again.
-pub fn pass(
-    nodes: &BTreeMap<NodeId, Node>,
-    services: &BTreeMap<ServiceId, Service>,
-    tasks: &BTreeMap<TaskId, Task>,
-    now: u64,
-) -> (Vec<Command>, Option<u64>) {
+pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
+    let (nodes, services, tasks) = (&state.nodes, &state.services, &state.tasks);
     let mut by_service: BTreeMap<&ServiceId, Vec<&Task>> = BTreeMap::new();
     for t in tasks.values() {
         by_service.entry(&t.service_id).or_default().push(t);
@@ -101,14 +101,45 @@ pub fn pass(
         }
     }
 
+    // Tasks get their addresses as they are made, before any node sees them. The
+    // allocator's view is built only when some task needs addresses.
+    let mut alloc: Option<Allocator> = None;
+    let touched: BTreeSet<TaskId> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::SetDesired { task, .. } | Action::Remove(task) => Some(task.clone()),
+            Action::Create(_) => None,
+        })
+        .collect();
     let mut cmds: Vec<Command> = actions
         .into_iter()
         .map(|a| match a {
-            Action::Create(t) => Command::CreateTask(t),
+            Action::Create(mut t) => {
+                attach(&mut alloc, state, services.get(&t.service_id), &mut t, now);
+                Command::CreateTask(t)
+            }
             Action::SetDesired { task, state } => Command::SetTaskDesiredState { id: task, state },
             Action::Remove(id) => Command::RemoveTask { id },
         })
         .collect();
+    // Tasks that could not get addresses before try again (unless this pass changes them:
+    // a replaced task would carry a stale version and fail the batch).
+    for t in tasks.values() {
+        if t.status.state != TaskState::New
+            || t.desired_state != TaskState::Running
+            || touched.contains(&t.id)
+        {
+            continue;
+        }
+        let Some(svc) = services.get(&t.service_id) else {
+            continue;
+        };
+        let mut next = t.clone();
+        let got = attach(&mut alloc, state, Some(svc), &mut next, now);
+        if got || next.status.err != t.status.err {
+            cmds.push(Command::UpdateTask(Box::new(next)));
+        }
+    }
 
     // Schedule what waits for a node. Tasks created in this pass are scheduled in the next
     // one, which their commit triggers.
@@ -148,4 +179,181 @@ pub fn pass(
         }
     }
     (cmds, wake)
+}
+
+/// Gives a new task an address on each of its service's networks and makes it pending;
+/// when that cannot be done, it waits in `New` with the reason as its error. Returns
+/// whether it got them.
+fn attach(
+    alloc: &mut Option<Allocator>,
+    state: &State,
+    svc: Option<&Service>,
+    t: &mut Task,
+    now: u64,
+) -> bool {
+    let networks = svc.map(service_networks).unwrap_or_default();
+    if networks.is_empty() && t.status.state != TaskState::New {
+        return true;
+    }
+    let alloc = alloc.get_or_insert_with(|| Allocator::new(state));
+    match alloc.allocate_task(&networks) {
+        Ok(attachments) => {
+            t.networks = attachments;
+            t.status = TaskStatus {
+                state: TaskState::Pending,
+                timestamp: now,
+                message: "pending task scheduling".into(),
+                ..Default::default()
+            };
+            true
+        }
+        Err(e) => {
+            debug!(task.id = %t.id, "no addresses yet: {e}");
+            t.networks = networks
+                .into_iter()
+                .map(|network| NetworkAttachment {
+                    network,
+                    addresses: Vec::new(),
+                })
+                .collect();
+            t.status = TaskStatus {
+                state: TaskState::New,
+                timestamp: now,
+                message: "pending network allocation".into(),
+                err: e.to_string(),
+                ..Default::default()
+            };
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allocator::Allocator;
+    use rswarm_proto::model::{
+        EndpointMode, IpamConfig, Network, NetworkAttachmentConfig, NetworkSpec, ServiceSpec,
+    };
+
+    fn state_with(subnet: &str, replicas: u64) -> State {
+        let mut s = State::default();
+        let spec = NetworkSpec {
+            name: "appnet".into(),
+            ipam: IpamConfig {
+                subnet: Some(subnet.parse().expect("a CIDR")),
+                gateway: None,
+            },
+            ..Default::default()
+        };
+        let allocation = Allocator::new(&s)
+            .allocate_network(&spec)
+            .expect("a subnet");
+        let net = Network {
+            id: "net1".into(),
+            spec,
+            allocation,
+            ..Default::default()
+        };
+        s.apply(1, &Command::CreateNetwork(Box::new(net)))
+            .expect("network");
+        let svc = Service {
+            id: "s1".into(),
+            spec: ServiceSpec {
+                name: "web".into(),
+                mode: ServiceMode::Replicated { replicas },
+                networks: vec![NetworkAttachmentConfig {
+                    target: "net1".into(),
+                    aliases: Vec::new(),
+                }],
+                endpoint_mode: EndpointMode::Dnsrr,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.apply(2, &Command::CreateService(Box::new(svc)))
+            .expect("service");
+        s
+    }
+
+    fn apply_all(s: &mut State, index: u64, cmds: Vec<Command>) {
+        s.apply(index, &Command::Batch(cmds))
+            .expect("the pass's batch applies");
+    }
+
+    fn addresses(s: &State) -> Vec<String> {
+        let mut v: Vec<String> = s
+            .tasks
+            .values()
+            .flat_map(|t| t.networks.iter().flat_map(|a| a.addresses.iter()))
+            .map(ToString::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn new_tasks_carry_their_addresses() {
+        let mut s = state_with("10.31.0.0/24", 3);
+        let (cmds, _) = pass(&s, 10);
+        apply_all(&mut s, 3, cmds);
+        assert_eq!(
+            addresses(&s),
+            ["10.31.0.2/24", "10.31.0.3/24", "10.31.0.4/24"]
+        );
+        assert!(s
+            .tasks
+            .values()
+            .all(|t| t.status.state == TaskState::Pending));
+    }
+
+    #[test]
+    fn a_task_without_a_free_address_waits_in_new_until_one_is_free() {
+        // A /30 has the gateway and one more host: one task gets it, the other waits.
+        let mut s = state_with("10.31.0.0/30", 2);
+        let (cmds, _) = pass(&s, 10);
+        apply_all(&mut s, 3, cmds);
+        let waiting: Vec<&Task> = s
+            .tasks
+            .values()
+            .filter(|t| t.status.state == TaskState::New)
+            .collect();
+        assert_eq!(waiting.len(), 1);
+        assert!(
+            waiting[0].status.err.contains("no free address"),
+            "{:?}",
+            waiting[0].status
+        );
+        // Another pass changes nothing while nothing is free.
+        let (cmds, _) = pass(&s, 11);
+        assert!(
+            !cmds.iter().any(|c| matches!(c, Command::UpdateTask(_))),
+            "{cmds:?}"
+        );
+        // The holder fails (its replacement waits for the restart delay): its address is
+        // released and the waiting task gets it.
+        let holder = s
+            .tasks
+            .values()
+            .find(|t| t.status.state == TaskState::Pending)
+            .map(|t| t.id.clone())
+            .expect("a task with the address");
+        s.apply(
+            4,
+            &Command::UpdateTaskStatus {
+                id: holder,
+                status: TaskStatus {
+                    state: TaskState::Failed,
+                    ..Default::default()
+                },
+            },
+        )
+        .expect("status");
+        let (cmds, _) = pass(&s, 12);
+        apply_all(&mut s, 5, cmds);
+        assert_eq!(addresses(&s), ["10.31.0.2/30"]);
+        let slot2 = s.tasks.values().find(|t| t.slot == 2).expect("slot 2");
+        assert_eq!(slot2.status.state, TaskState::Pending);
+        assert_eq!(slot2.networks[0].addresses.len(), 1);
+    }
 }

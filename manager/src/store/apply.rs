@@ -1,4 +1,5 @@
 //! Applying commands: pure, deterministic, all-or-nothing.
+use super::networks::release_if_done;
 use super::{Event, State};
 use rswarm_proto::model::{Command, CommandError};
 
@@ -21,6 +22,7 @@ impl State {
                 nodes,
                 services,
                 tasks,
+                networks,
             } => {
                 let mut c = (**cluster).clone();
                 c.meta.version = index;
@@ -42,6 +44,14 @@ impl State {
                     })
                     .collect();
                 self.tasks = tasks
+                    .iter()
+                    .map(|x| {
+                        let mut x = x.clone();
+                        x.meta.version = index;
+                        (x.id.clone(), x)
+                    })
+                    .collect();
+                self.networks = networks
                     .iter()
                     .map(|x| {
                         let mut x = x.clone();
@@ -152,6 +162,7 @@ impl State {
                     });
                 }
                 self.check_service_name(svc)?;
+                self.check_service_networks(svc)?;
                 let mut svc = (**svc).clone();
                 svc.meta.version = index;
                 self.services.insert(svc.id.clone(), svc.clone());
@@ -172,6 +183,7 @@ impl State {
                     svc.meta.version,
                 )?;
                 self.check_service_name(svc)?;
+                self.check_service_networks(svc)?;
                 let old = current.clone();
                 let mut svc = (**svc).clone();
                 svc.meta.version = index;
@@ -199,8 +211,10 @@ impl State {
                         id: t.id.to_string(),
                     });
                 }
+                self.check_task_addresses(t, None)?;
                 let mut t = (**t).clone();
                 t.meta.version = index;
+                release_if_done(&mut t);
                 self.tasks.insert(t.id.clone(), t.clone());
                 Ok(vec![Event::TaskCreated(Box::new(t))])
             }
@@ -213,10 +227,12 @@ impl State {
                         id: t.id.to_string(),
                     })?;
                 check_version("task", t.id.as_str(), current.meta.version, t.meta.version)?;
+                self.check_task_addresses(t, Some(current))?;
                 let old = current.clone();
                 let mut t = (**t).clone();
                 t.meta.version = index;
                 t.meta.created_at = old.meta.created_at;
+                release_if_done(&mut t);
                 self.tasks.insert(t.id.clone(), t.clone());
                 Ok(vec![Event::TaskUpdated {
                     old: Box::new(old),
@@ -244,6 +260,7 @@ impl State {
                 let old = current.clone();
                 current.status = status.clone();
                 current.meta.version = index;
+                release_if_done(current);
                 Ok(vec![Event::TaskUpdated {
                     old: Box::new(old),
                     new: Box::new(current.clone()),
@@ -259,6 +276,7 @@ impl State {
                 let old = current.clone();
                 current.desired_state = *state;
                 current.meta.version = index;
+                release_if_done(current);
                 Ok(vec![Event::TaskUpdated {
                     old: Box::new(old),
                     new: Box::new(current.clone()),
@@ -289,6 +307,37 @@ impl State {
                     old: Box::new(old),
                     new: Box::new(current.clone()),
                 }])
+            }
+            Command::CreateNetwork(n) => {
+                self.check_new_network(n)?;
+                let mut n = (**n).clone();
+                n.meta.version = index;
+                self.networks.insert(n.id.clone(), n.clone());
+                Ok(vec![Event::NetworkCreated(Box::new(n))])
+            }
+            Command::RemoveNetwork { id } => {
+                let current = self
+                    .networks
+                    .get(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "network".into(),
+                        id: id.to_string(),
+                    })?;
+                if let Some(by) = self.network_user(id) {
+                    return Err(CommandError::InUse {
+                        kind: "network".into(),
+                        id: current.spec.name.clone(),
+                        by,
+                    });
+                }
+                let old = self
+                    .networks
+                    .remove(id)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "network".into(),
+                        id: id.to_string(),
+                    })?;
+                Ok(vec![Event::NetworkRemoved(Box::new(old))])
             }
             Command::SetNodeState {
                 id,
@@ -472,6 +521,7 @@ mod tests {
                 nodes: vec![node("a"), node("b")],
                 services: Vec::new(),
                 tasks: Vec::new(),
+                networks: Vec::new(),
             },
         )
         .unwrap();

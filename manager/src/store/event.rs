@@ -1,4 +1,4 @@
-use rswarm_proto::model::{Cluster, Node, Service, Task};
+use rswarm_proto::model::{Cluster, Network, Node, Service, Task};
 
 /// A change in the store, published after it is applied.
 #[derive(Debug, Clone)]
@@ -22,6 +22,8 @@ pub enum Event {
         new: Box<Task>,
     },
     TaskRemoved(Box<Task>),
+    NetworkCreated(Box<Network>),
+    NetworkRemoved(Box<Network>),
     /// Every event of one log entry has been published.
     Commit {
         index: u64,

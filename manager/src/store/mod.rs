@@ -7,11 +7,14 @@
 
 mod apply;
 mod event;
+mod networks;
 
 pub use event::Event;
+pub use networks::{Holder, VNI_MAX};
 
 use rswarm_proto::model::{
-    Cluster, Command, CommandResponse, Node, NodeId, Service, ServiceId, Task, TaskId,
+    Cluster, Command, CommandResponse, Network, NetworkId, Node, NodeId, Service, ServiceId, Task,
+    TaskId,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +30,8 @@ pub struct State {
     pub services: BTreeMap<ServiceId, Service>,
     #[serde(default)]
     pub tasks: BTreeMap<TaskId, Task>,
+    #[serde(default)]
+    pub networks: BTreeMap<NetworkId, Network>,
 }
 
 impl State {
@@ -43,6 +48,26 @@ impl State {
                 LookupError::ServiceAmbiguous(key.to_owned())
             } else {
                 LookupError::ServiceNotFound(key.to_owned())
+            }
+        })
+    }
+
+    /// Finds a network by id, name, or unique id prefix.
+    pub fn find_network(&self, key: &str) -> Result<&Network, LookupError> {
+        if key.is_empty() {
+            return Err(LookupError::NetworkNotFound(String::new()));
+        }
+        find_by(
+            self.networks.values(),
+            key,
+            |n| n.id.as_str(),
+            |n| Some(n.spec.name.clone()),
+        )
+        .map_err(|ambiguous| {
+            if ambiguous {
+                LookupError::NetworkAmbiguous(key.to_owned())
+            } else {
+                LookupError::NetworkNotFound(key.to_owned())
             }
         })
     }
@@ -122,6 +147,10 @@ pub enum LookupError {
     TaskNotFound(String),
     #[error("task {0} is ambiguous: use a longer id")]
     TaskAmbiguous(String),
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("network {0} is ambiguous: use a longer id")]
+    NetworkAmbiguous(String),
 }
 
 /// Finds one of `items` by exact key, then unique prefix of its id, then exact name.

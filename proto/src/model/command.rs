@@ -1,5 +1,6 @@
 use super::{
-    Cluster, Node, NodeId, NodeState, Service, ServiceId, Task, TaskId, TaskState, TaskStatus,
+    Cluster, Network, NetworkId, Node, NodeId, NodeState, Service, ServiceId, Task, TaskId,
+    TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -36,18 +37,22 @@ pub enum Command {
         services: Vec<Service>,
         #[serde(default)]
         tasks: Vec<Task>,
+        #[serde(default)]
+        networks: Vec<Network>,
     },
-    /// Creates a service; refused if the id or the name is taken.
+    /// Creates a service; refused if the id or the name is taken, if it names a network
+    /// that does not exist, or if one of its VIPs is taken (`Conflict`).
     CreateService(Box<Service>),
-    /// Replaces a service; refused unless `meta.version` is the stored version or the name
-    /// would collide.
+    /// Replaces a service; refused unless `meta.version` is the stored version, or if the
+    /// name would collide, or as `CreateService` for its networks and VIPs.
     UpdateService(Box<Service>),
     /// Removes a service; its tasks are shut down and reaped by the orchestrators.
     RemoveService { id: ServiceId },
-    /// Creates a task; refused if the id exists.
+    /// Creates a task; refused if the id exists, or if one of its network addresses is not
+    /// a free host address of its network (`Conflict` when another holds it).
     CreateTask(Box<Task>),
-    /// Replaces a task (desired state, node assignment); refused unless `meta.version` is
-    /// the stored version.
+    /// Replaces a task (desired state, node assignment, addresses); refused unless
+    /// `meta.version` is the stored version, or for a new address as `CreateTask`.
     UpdateTask(Box<Task>),
     /// Deletes a task from the store (the reaper's job).
     RemoveTask { id: TaskId },
@@ -67,6 +72,14 @@ pub enum Command {
     /// Independent commands committed in one entry, each applied or refused on its own
     /// (unlike `Batch`): how the proposer coalesces concurrent writes.
     Multi(Vec<Command>),
+    /// Creates a network with the allocation the leader chose; refused if the id or name
+    /// is taken, the gateway is not a host of the subnet, or (`Conflict`) the subnet
+    /// overlaps another network's or the VNI is taken.
+    CreateNetwork(Box<Network>),
+    /// Removes a network; refused (`InUse`) while a service names it or a task of a
+    /// service still holds an address on it. Tasks of removed services do not hold it up:
+    /// they are on their way out.
+    RemoveNetwork { id: NetworkId },
 }
 
 /// Why the store refused a command. Refusals are results, not Raft failures: the entry is
@@ -88,6 +101,16 @@ pub enum CommandError {
     Removed(String),
     #[error("{0}")]
     Invalid(String),
+    /// An allocation (address, subnet, VNI) collides with one made since the proposer
+    /// looked: allocate again from a fresh view.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{kind} {id} is in use by {by}")]
+    InUse {
+        kind: String,
+        id: String,
+        by: String,
+    },
 }
 
 /// The outcome of applying one command.

@@ -45,6 +45,10 @@ string_id!(
     /// A task's id: 25 base-36 characters.
     TaskId
 );
+string_id!(
+    /// A network's id: 25 base-36 characters.
+    NetworkId
+);
 
 /// A manager's member id in Raft. Distinct from [`NodeId`] so that a demoted and re-promoted
 /// manager joins Raft as a new member, never reusing an id whose log it no longer has.

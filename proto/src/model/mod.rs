@@ -6,6 +6,7 @@ mod cluster;
 mod command;
 mod duration;
 mod ids;
+mod network;
 mod node;
 mod service;
 mod task;
@@ -13,13 +14,18 @@ mod task;
 pub use cluster::{Cluster, ClusterSpec, JoinSecrets, RootCaMaterial};
 pub use command::{Command, CommandError, CommandResponse};
 pub use duration::{format_duration, parse_duration, DurationError};
-pub use ids::{ClusterId, NodeId, RaftId, ServiceId, TaskId};
+pub use ids::{ClusterId, NetworkId, NodeId, RaftId, ServiceId, TaskId};
+pub use network::{
+    CidrError, Endpoint, IpamConfig, Ipv4Cidr, Network, NetworkAllocation, NetworkAttachment,
+    NetworkDriver, NetworkSpec, VirtualIp,
+};
 pub use node::{
     ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
 pub use service::{
-    ContainerSpec, HealthCheck, Mount, MountType, Placement, ResourceRequirements, Resources,
-    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+    ContainerSpec, EndpointMode, HealthCheck, Mount, MountType, NetworkAttachmentConfig, Placement,
+    ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
+    ServiceSpec, SpreadOver, TaskSpec,
 };
 pub use task::{naming, Task, TaskState, TaskStatus};
 

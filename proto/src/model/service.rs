@@ -1,5 +1,5 @@
 //! Services: what the user asks to run, as Swarm's `ServiceSpec`.
-use super::{Meta, ServiceId};
+use super::{Endpoint, Meta, ServiceId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -154,12 +154,52 @@ pub struct TaskSpec {
     pub force_update: u64,
 }
 
+/// How a service is reached on its networks: through one virtual IP per network,
+/// balanced over its tasks (Swarm's default), or by DNS round robin over the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    #[default]
+    Vip,
+    Dnsrr,
+}
+
+impl EndpointMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointMode::Vip => "vip",
+            EndpointMode::Dnsrr => "dnsrr",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "vip" => Some(EndpointMode::Vip),
+            "dnsrr" => Some(EndpointMode::Dnsrr),
+            _ => None,
+        }
+    }
+}
+
+/// A network the service's tasks join.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkAttachmentConfig {
+    /// A network name or id as the user wrote it; the control API stores the network's
+    /// id, so a stored spec always names networks by id.
+    pub target: String,
+    /// More names the service answers to on this network.
+    pub aliases: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub task: TaskSpec,
     pub mode: ServiceMode,
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachmentConfig>,
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,4 +209,7 @@ pub struct Service {
     pub spec: ServiceSpec,
     /// Bumped on every spec change; tasks remember the one they were made from.
     pub spec_version: u64,
+    /// The service's VIPs, chosen by the allocator when the service is created or updated.
+    #[serde(default)]
+    pub endpoint: Endpoint,
 }

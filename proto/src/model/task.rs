@@ -1,5 +1,5 @@
 //! Tasks: one container's worth of a service, placed on a node.
-use super::{Meta, NodeId, ServiceId, TaskId, TaskSpec};
+use super::{Meta, NetworkAttachment, NodeId, ServiceId, TaskId, TaskSpec};
 use serde::{Deserialize, Serialize};
 
 /// A task's lifecycle, as Swarm's. `Ord` follows the lifecycle: a task's observed state only
@@ -105,6 +105,22 @@ pub struct Task {
     pub status: TaskStatus,
     /// The service's name when the task was made, for naming it.
     pub service_name: String,
+    /// The networks the task joins and its address on each, allocated when the task is
+    /// made (a task that could not get one waits in `New`).
+    #[serde(default)]
+    pub networks: Vec<NetworkAttachment>,
+}
+
+impl Task {
+    /// Whether the task's network addresses are still its own. They are released once the
+    /// task has stopped for good, or when it is no longer wanted before it was ever given
+    /// to a node (it will never run then).
+    pub fn holds_addresses(&self) -> bool {
+        let stopped = self.status.state.is_terminal();
+        let never_to_run =
+            self.desired_state > TaskState::Running && self.status.state <= TaskState::Pending;
+        !stopped && !never_to_run
+    }
 }
 
 /// Task names, from one place (swarmkit's `api/naming`): `web.1` for slot 1 of a replicated
