@@ -44,6 +44,12 @@ enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(commands::network::NetworkCommand),
+    /// Manage secrets (stored encrypted, mounted into tasks on a tmpfs).
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCommand),
+    /// Manage configs (mounted into tasks as files).
+    #[command(subcommand)]
+    Config(commands::secret::SecretCommand),
     /// Manage stacks: services, networks, secrets and configs from Compose files.
     #[command(subcommand)]
     Stack(commands::stack::StackCommand),
@@ -128,6 +134,12 @@ fn main() -> ExitCode {
             Command::Node(c) => commands::node::run(&cli.host, c).await,
             Command::Service(c) => commands::service::run(&cli.host, c).await,
             Command::Network(c) => commands::network::run(&cli.host, c).await,
+            Command::Secret(c) => {
+                commands::secret::run(&cli.host, commands::secret::Kind::Secret, c).await
+            }
+            Command::Config(c) => {
+                commands::secret::run(&cli.host, commands::secret::Kind::Config, c).await
+            }
             Command::Stack(c) => commands::stack::run(&cli.host, c).await,
             Command::Lab(c) => lab::run(c).await,
         }

@@ -37,13 +37,15 @@ impl From<ControlError> for Status {
                 LookupError::NotFound(_)
                 | LookupError::ServiceNotFound(_)
                 | LookupError::TaskNotFound(_)
-                | LookupError::NetworkNotFound(_),
+                | LookupError::NetworkNotFound(_)
+                | LookupError::Missing(..),
             ) => Status::not_found(e.to_string()),
             ControlError::Lookup(
                 LookupError::Ambiguous(_)
                 | LookupError::ServiceAmbiguous(_)
                 | LookupError::TaskAmbiguous(_)
-                | LookupError::NetworkAmbiguous(_),
+                | LookupError::NetworkAmbiguous(_)
+                | LookupError::AmbiguousKey(..),
             )
             | ControlError::InvalidArgument(_) => Status::invalid_argument(e.to_string()),
             ControlError::Propose(ProposeError::Refused(CommandError::StaleVersion { .. })) => {

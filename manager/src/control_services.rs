@@ -37,6 +37,8 @@ fn attach_networks(
     current: &Endpoint,
 ) -> Result<(ServiceSpec, Endpoint), ControlError> {
     let mut spec = spec.clone();
+    // Secrets and configs are named by id too.
+    crate::control_secrets::resolve_file_refs(s, &mut spec)?;
     let mut seen = BTreeSet::new();
     for c in &mut spec.networks {
         let n = s.find_network(&c.target)?;
@@ -120,6 +122,8 @@ pub async fn create_service(
                 spec,
                 spec_version: 1,
                 endpoint,
+                previous_spec: None,
+                update_status: Default::default(),
             })
         })?;
         match m
@@ -191,6 +195,14 @@ pub async fn update_service(
         let mut next = current.clone();
         if next.spec.task != spec.task || next.spec.networks != spec.networks {
             next.spec_version += 1;
+            // A rolling update starts; `service rollback` goes back to this spec.
+            next.update_status = rswarm_proto::model::UpdateStatus {
+                state: rswarm_proto::model::UpdateState::Updating,
+                message: "update in progress".into(),
+            };
+        }
+        if next.spec != spec {
+            next.previous_spec = Some(Box::new(next.spec.clone()));
         }
         next.spec = spec;
         next.endpoint = endpoint;
@@ -416,4 +428,26 @@ pub async fn exec(m: &Manager, req: pb::ExecRequest) -> Result<pb::ExecResponse,
         })
         .await?;
     Ok(resp.into_inner())
+}
+
+/// `service rollback`: back to the spec before the last update.
+pub async fn rollback_service(m: &Manager, key: &str) -> Result<pb::Service, ControlError> {
+    let svc = m.store.view(|s| s.find_service(key).cloned())?;
+    if svc.previous_spec.is_none() {
+        return Err(ControlError::FailedPrecondition(format!(
+            "service {} has no previous spec to roll back to",
+            svc.spec.name
+        )));
+    }
+    m.proposer
+        .propose(Command::RollbackService {
+            id: svc.id.clone(),
+            message: "manually requested rollback".into(),
+        })
+        .await?;
+    let svc = m
+        .store
+        .view(|s| s.services.get(&svc.id).cloned())
+        .unwrap_or(svc);
+    Ok(service_view(m, &svc))
 }

@@ -362,10 +362,14 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
         tokio::spawn(async move {
             let mut events = m.store.subscribe();
             let mut sent = assignments_of(&m, &node);
+            // The secrets and configs its tasks use, in every message (see dispatcher.proto).
+            let mut sent_files = m.store.view(|s| crate::secrets::node_files(s, &node));
             let first = pb::AssignmentsMessage {
                 complete: true,
                 update: sent.values().map(|(_, t)| t.clone()).collect(),
                 remove: Vec::new(),
+                secrets: sent_files.0.clone(),
+                configs: sent_files.1.clone(),
             };
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -394,14 +398,18 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     .filter(|id| !now.contains_key(*id))
                     .map(|id| id.to_string())
                     .collect();
-                if update.is_empty() && remove.is_empty() {
+                let files = m.store.view(|s| crate::secrets::node_files(s, &node));
+                if update.is_empty() && remove.is_empty() && files == sent_files {
                     continue;
                 }
                 let msg = pb::AssignmentsMessage {
                     complete: false,
                     update,
                     remove,
+                    secrets: files.0.clone(),
+                    configs: files.1.clone(),
                 };
+                sent_files = files;
                 if tx.send(Ok(msg)).await.is_err() {
                     break;
                 }

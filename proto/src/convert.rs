@@ -5,7 +5,8 @@ use crate::model::{
     ContainerSpec, EndpointMode, HealthCheck, IpamConfig, Ipv4Cidr, Meta, Mount, MountType,
     Network, NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, Placement,
     ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, SpreadOver, Task, TaskSpec, TaskState, TaskStatus,
+    ServiceSpec, SpreadOver, Task, TaskSpec, TaskState, TaskStatus, UpdateConfig,
+    UpdateFailureAction, UpdateOrder, UpdateState,
 };
 use crate::pb;
 use std::net::Ipv4Addr;
@@ -147,6 +148,16 @@ impl From<&ContainerSpec> for pb::ContainerSpec {
             stop_signal: c.stop_signal.clone(),
             stop_grace_period_ms: c.stop_grace_period.map(ms),
             healthcheck: c.healthcheck.as_ref().map(pb::HealthCheck::from),
+            secrets: c
+                .secrets
+                .iter()
+                .map(crate::convert_secrets::file_ref_to_pb)
+                .collect(),
+            configs: c
+                .configs
+                .iter()
+                .map(crate::convert_secrets::file_ref_to_pb)
+                .collect(),
         }
     }
 }
@@ -188,6 +199,16 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             stop_signal: c.stop_signal,
             stop_grace_period: c.stop_grace_period_ms.map(Duration::from_millis),
             healthcheck: c.healthcheck.map(HealthCheck::from),
+            secrets: c
+                .secrets
+                .into_iter()
+                .map(crate::convert_secrets::file_ref_from_pb)
+                .collect(),
+            configs: c
+                .configs
+                .into_iter()
+                .map(crate::convert_secrets::file_ref_from_pb)
+                .collect(),
         })
     }
 }
@@ -311,8 +332,64 @@ impl From<&ServiceSpec> for pb::ServiceSpec {
                 })
                 .collect(),
             endpoint_mode: s.endpoint_mode.as_str().into(),
+            update_config: Some(update_config_to_pb(&s.update_config)),
+            rollback_config: Some(update_config_to_pb(&s.rollback_config)),
         }
     }
+}
+
+fn update_config_to_pb(u: &UpdateConfig) -> pb::UpdateConfig {
+    pb::UpdateConfig {
+        parallelism: u.parallelism,
+        delay_ms: ms(u.delay),
+        failure_action: match u.failure_action {
+            UpdateFailureAction::Pause => "pause",
+            UpdateFailureAction::Continue => "continue",
+            UpdateFailureAction::Rollback => "rollback",
+        }
+        .into(),
+        monitor_ms: ms(u.monitor),
+        max_failure_ratio_permille: u.max_failure_ratio_permille,
+        order: match u.order {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+        .into(),
+    }
+}
+
+/// An absent config is Swarm's default.
+fn update_config_from_pb(u: Option<pb::UpdateConfig>) -> Result<UpdateConfig, ConvertError> {
+    let Some(u) = u else {
+        return Ok(UpdateConfig::default());
+    };
+    Ok(UpdateConfig {
+        parallelism: u.parallelism,
+        delay: Duration::from_millis(u.delay_ms),
+        failure_action: match u.failure_action.as_str() {
+            "" | "pause" => UpdateFailureAction::Pause,
+            "continue" => UpdateFailureAction::Continue,
+            "rollback" => UpdateFailureAction::Rollback,
+            other => {
+                return Err(invalid(
+                    "update failure action",
+                    format!("{other:?}: expected pause, continue or rollback"),
+                ))
+            }
+        },
+        monitor: Duration::from_millis(u.monitor_ms),
+        max_failure_ratio_permille: u.max_failure_ratio_permille.min(1000),
+        order: match u.order.as_str() {
+            "" | "stop-first" => UpdateOrder::StopFirst,
+            "start-first" => UpdateOrder::StartFirst,
+            other => {
+                return Err(invalid(
+                    "update order",
+                    format!("{other:?}: expected stop-first or start-first"),
+                ))
+            }
+        },
+    })
 }
 
 /// Network names follow the same rules as service names.
@@ -393,12 +470,25 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
             mode,
             networks,
             endpoint_mode,
+            update_config: update_config_from_pb(s.update_config)?,
+            rollback_config: update_config_from_pb(s.rollback_config)?,
         })
     }
 }
 
 /// A service as the API shows it; `network_name`s and replica counts are the caller's to
 /// fill (they need the store).
+pub fn update_state_str(s: UpdateState) -> &'static str {
+    match s {
+        UpdateState::None => "none",
+        UpdateState::Updating => "updating",
+        UpdateState::Paused => "paused",
+        UpdateState::Completed => "completed",
+        UpdateState::RollbackStarted => "rollback_started",
+        UpdateState::RollbackCompleted => "rollback_completed",
+    }
+}
+
 pub fn service_to_pb(s: &Service) -> pb::Service {
     pb::Service {
         id: s.id.to_string(),
@@ -407,6 +497,9 @@ pub fn service_to_pb(s: &Service) -> pb::Service {
         spec_version: s.spec_version,
         replicas_running: 0,
         replicas_desired: 0,
+        update_state: update_state_str(s.update_status.state).into(),
+        update_message: s.update_status.message.clone(),
+        has_previous_spec: s.previous_spec.is_some(),
         endpoint: Some(pb::Endpoint {
             virtual_ips: s
                 .endpoint

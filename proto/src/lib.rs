@@ -4,6 +4,7 @@
 //! - [`model`]: the domain types every crate shares (objects, ids, the Raft command).
 
 pub mod convert;
+pub mod convert_secrets;
 pub mod model;
 
 /// Generated gRPC messages and services.

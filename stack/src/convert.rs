@@ -192,6 +192,10 @@ fn service(
         stop_signal: svc.stop_signal.clone().unwrap_or_default(),
         stop_grace_period: svc.stop_grace_period,
         healthcheck: svc.healthcheck.as_ref().map(healthcheck),
+        // The stack's `secrets`/`configs` (below) become these at deploy, once the
+        // objects exist: `FileReference { source_name, target, uid, gid, mode }`.
+        secrets: Vec::new(),
+        configs: Vec::new(),
     };
     let resources = ResourceRequirements {
         limits: Resources {

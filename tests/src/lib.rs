@@ -21,8 +21,8 @@
 //!   drop) and reads `service ps --format json` rows and `ctr` listings.
 //!
 //! Every test owns a disjoint range of cluster ports, so that nextest can run them all in
-//! parallel: `bad_input` uses 25100-25199, `cluster` 25200-25299, `services` 25300-25399
-//! and `networks` 25400-25499, ten ports per test.
+//! parallel: `bad_input` uses 25100-25199, `cluster` 25200-25299, `services` 25300-25399,
+//! `networks` 25400-25499 and `stacks` 25500-25599, ten ports per test.
 
 mod binary;
 mod checks;

@@ -167,6 +167,8 @@ async fn session(
             msg = next_assignment(&mut assignments) => match msg {
                 Some(Ok(m)) => {
                     if let Some((tm, _)) = &assignments {
+                        // Before the tasks, so that a new task finds its files.
+                        tm.executor().set_files(crate::exec::NodeFiles::from_pb(m.secrets, m.configs));
                         let tasks: Vec<rswarm_proto::model::Task> = m
                             .update
                             .into_iter()

@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 use rswarm_proto::model::{
     parse_duration, ContainerSpec, EndpointMode, HealthCheck, Mount, MountType,
     NetworkAttachmentConfig, Placement, ResourceRequirements, Resources, RestartCondition,
-    RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+    RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec, UpdateConfig,
+    UpdateFailureAction, UpdateOrder,
 };
 use rswarm_proto::pb;
 use rswarm_proto::pb::control_client::ControlClient;
@@ -52,6 +53,15 @@ pub enum ServiceCommand {
         /// Leave out the task name and node prefix.
         #[arg(long)]
         no_task_ids: bool,
+    },
+    /// Change a service; its tasks are replaced by a rolling update.
+    Update(Box<UpdateArgs>),
+    /// Go back to the service's spec before its last update.
+    Rollback {
+        service: String,
+        /// Return at once instead of waiting for the rollback.
+        #[arg(short, long)]
+        detach: bool,
     },
     /// Remove services.
     Rm {
@@ -153,12 +163,21 @@ pub struct CreateArgs {
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
     #[arg(long = "mount")]
     mount: Vec<String>,
+    /// A secret to mount: NAME, or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400];
+    /// at /run/secrets/NAME by default; repeatable.
+    #[arg(long = "secret")]
+    secret: Vec<String>,
+    /// A config to mount, as --secret; at /NAME by default; repeatable.
+    #[arg(long = "config")]
+    config: Vec<String>,
     /// A network to join: NAME, or name=NAME[,alias=ALIAS...]; repeatable.
     #[arg(long = "network")]
     network: Vec<String>,
     /// How the service is reached on its networks: a virtual IP, or DNS round robin.
     #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
     endpoint_mode: String,
+    #[command(flatten)]
+    update: UpdateFlags,
     /// Return at once instead of waiting for the tasks to run.
     #[arg(short, long)]
     detach: bool,
@@ -387,6 +406,22 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
             .map(|v| duration("--stop-grace-period", v))
             .transpose()?,
         healthcheck,
+        secrets: a
+            .secret
+            .iter()
+            .map(|v| {
+                crate::commands::secret::parse_file_ref(v)
+                    .map_err(|why| flag_err("--secret", v, &why))
+            })
+            .collect::<Result<_, _>>()?,
+        configs: a
+            .config
+            .iter()
+            .map(|v| {
+                crate::commands::secret::parse_file_ref(v)
+                    .map_err(|why| flag_err("--config", v, &why))
+            })
+            .collect::<Result<_, _>>()?,
     };
     let res = |flag_cpu: &'static str,
                cpu: &Option<String>,
@@ -458,7 +493,199 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
             .map(|n| parse_network(n))
             .collect::<Result<_, _>>()?,
         endpoint_mode: EndpointMode::parse(&a.endpoint_mode).unwrap_or_default(),
+        update_config: a.update.apply(UpdateConfig::default())?,
+        rollback_config: UpdateConfig::default(),
     })
+}
+
+/// The rolling-update flags of `service create` and `service update`.
+#[derive(Args, Default)]
+pub struct UpdateFlags {
+    /// Tasks updated at once (0: all at once).
+    #[arg(long)]
+    update_parallelism: Option<u64>,
+    /// Wait between batches.
+    #[arg(long)]
+    update_delay: Option<String>,
+    #[arg(long, value_parser = ["pause", "continue", "rollback"])]
+    update_failure_action: Option<String>,
+    /// How long a new task is watched for failure.
+    #[arg(long)]
+    update_monitor: Option<String>,
+    /// Failures tolerated, as a fraction (0 to 1).
+    #[arg(long)]
+    update_max_failure_ratio: Option<f64>,
+    #[arg(long, value_parser = ["stop-first", "start-first"])]
+    update_order: Option<String>,
+}
+
+impl UpdateFlags {
+    fn apply(&self, mut cfg: UpdateConfig) -> Result<UpdateConfig, FlagError> {
+        if let Some(p) = self.update_parallelism {
+            cfg.parallelism = p;
+        }
+        if let Some(d) = &self.update_delay {
+            cfg.delay = duration("--update-delay", d)?;
+        }
+        if let Some(m) = &self.update_monitor {
+            cfg.monitor = duration("--update-monitor", m)?;
+        }
+        if let Some(r) = self.update_max_failure_ratio {
+            if !(0.0..=1.0).contains(&r) {
+                return Err(flag_err(
+                    "--update-max-failure-ratio",
+                    &r.to_string(),
+                    "expected a number from 0 to 1",
+                ));
+            }
+            cfg.max_failure_ratio_permille = (r * 1000.0).round() as u32;
+        }
+        match self.update_failure_action.as_deref() {
+            Some("continue") => cfg.failure_action = UpdateFailureAction::Continue,
+            Some("rollback") => cfg.failure_action = UpdateFailureAction::Rollback,
+            Some(_) => cfg.failure_action = UpdateFailureAction::Pause,
+            None => {}
+        }
+        match self.update_order.as_deref() {
+            Some("start-first") => cfg.order = UpdateOrder::StartFirst,
+            Some(_) => cfg.order = UpdateOrder::StopFirst,
+            None => {}
+        }
+        Ok(cfg)
+    }
+}
+
+#[derive(Args)]
+pub struct UpdateArgs {
+    service: String,
+    /// A new image.
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    replicas: Option<u64>,
+    /// Add or change an environment variable (KEY=VALUE); repeatable.
+    #[arg(long = "env-add")]
+    env_add: Vec<String>,
+    /// Remove an environment variable by key; repeatable.
+    #[arg(long = "env-rm")]
+    env_rm: Vec<String>,
+    /// Add or change a service label; repeatable.
+    #[arg(long = "label-add")]
+    label_add: Vec<String>,
+    #[arg(long = "label-rm")]
+    label_rm: Vec<String>,
+    #[arg(long = "constraint-add")]
+    constraint_add: Vec<String>,
+    #[arg(long = "constraint-rm")]
+    constraint_rm: Vec<String>,
+    /// The command's arguments, whitespace separated (replace the current ones).
+    #[arg(long)]
+    args: Option<String>,
+    #[arg(long)]
+    stop_grace_period: Option<String>,
+    /// Add a secret, as `create --secret`; repeatable.
+    #[arg(long = "secret-add")]
+    secret_add: Vec<String>,
+    /// Remove a secret by name; repeatable.
+    #[arg(long = "secret-rm")]
+    secret_rm: Vec<String>,
+    /// Add a config, as `create --config`; repeatable.
+    #[arg(long = "config-add")]
+    config_add: Vec<String>,
+    /// Remove a config by name; repeatable.
+    #[arg(long = "config-rm")]
+    config_rm: Vec<String>,
+    /// Replace the tasks even if nothing changed.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    update: UpdateFlags,
+    /// Return at once instead of waiting for the update.
+    #[arg(short, long)]
+    detach: bool,
+}
+
+impl UpdateArgs {
+    /// The service's spec with the flags' changes.
+    fn apply(&self, mut spec: ServiceSpec) -> Result<ServiceSpec, FlagError> {
+        let c = &mut spec.task.container;
+        if let Some(i) = &self.image {
+            c.image.clone_from(i);
+        }
+        for kv in &self.env_add {
+            let key = kv.split_once('=').map_or(kv.as_str(), |(k, _)| k);
+            if key.is_empty() {
+                return Err(flag_err("--env-add", kv, "expected KEY=VALUE"));
+            }
+            c.env
+                .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+            c.env.push(kv.clone());
+        }
+        for key in &self.env_rm {
+            c.env
+                .retain(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) != key);
+        }
+        if let Some(a) = &self.args {
+            c.args = a.split_whitespace().map(str::to_owned).collect();
+        }
+        if let Some(g) = &self.stop_grace_period {
+            c.stop_grace_period = Some(duration("--stop-grace-period", g)?);
+        }
+        for (k, v) in key_values("--label-add", &self.label_add)? {
+            spec.labels.insert(k, v);
+        }
+        for k in &self.label_rm {
+            spec.labels.remove(k);
+        }
+        for (flag, refs, rm, add) in [
+            (
+                "--secret-add",
+                &mut spec.task.container.secrets,
+                &self.secret_rm,
+                &self.secret_add,
+            ),
+            (
+                "--config-add",
+                &mut spec.task.container.configs,
+                &self.config_rm,
+                &self.config_add,
+            ),
+        ] {
+            refs.retain(|r| !rm.contains(&r.source_name) && !rm.contains(&r.source_id));
+            for v in add {
+                let r = crate::commands::secret::parse_file_ref(v)
+                    .map_err(|why| flag_err(flag, v, &why))?;
+                refs.retain(|o| o.source_name != r.source_name);
+                refs.push(r);
+            }
+        }
+        let p = &mut spec.task.placement;
+        p.constraints.retain(|c| !self.constraint_rm.contains(c));
+        for c in &self.constraint_add {
+            if !p.constraints.contains(c) {
+                p.constraints.push(c.clone());
+            }
+        }
+        if let Some(n) = self.replicas {
+            match spec.mode {
+                ServiceMode::Replicated { .. } => {
+                    spec.mode = ServiceMode::Replicated { replicas: n }
+                }
+                ServiceMode::Global => {
+                    return Err(flag_err(
+                        "--replicas",
+                        &n.to_string(),
+                        "a global service has no replica count",
+                    ))
+                }
+            }
+        }
+        if self.force {
+            spec.task.force_update += 1;
+        }
+        spec.update_config = self.update.apply(spec.update_config.clone())?;
+        Ok(spec)
+    }
 }
 
 /// Docker names unnamed services adjective_name; ours are `svc-` and six base-36 characters.
@@ -523,6 +750,8 @@ pub fn inspect_value(s: &pb::Service) -> Value {
                     "image": c.image, "command": c.command, "args": c.args, "env": c.env,
                     "dir": c.dir, "user": c.user, "hostname": c.hostname,
                     "mounts": c.mounts.iter().map(|m| json!({"type": m.r#type, "source": m.source, "target": m.target, "read_only": m.read_only})).collect::<Vec<_>>(),
+                    "secrets": c.secrets.iter().map(crate::commands::secret::file_ref_json).collect::<Vec<_>>(),
+                    "configs": c.configs.iter().map(crate::commands::secret::file_ref_json).collect::<Vec<_>>(),
                     "stop_signal": c.stop_signal,
                     "stop_grace_period": c.stop_grace_period_ms.map(ms_str),
                     "healthcheck": c.healthcheck.as_ref().map(|h| json!({
@@ -846,6 +1075,45 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        ServiceCommand::Update(a) => {
+            let all = c
+                .list_services(pb::ListServicesRequest {})
+                .await?
+                .into_inner()
+                .services;
+            let svc = find(&all, &a.service)?.clone();
+            let current = ServiceSpec::try_from(svc.spec.clone().unwrap_or_default())
+                .map_err(|e| anyhow::anyhow!("service {}: {e}", a.service))?;
+            let next = a.apply(current)?;
+            let updated = c
+                .update_service(pb::UpdateServiceRequest {
+                    service: svc.id.clone(),
+                    version: svc.meta.map(|m| m.version).unwrap_or(0),
+                    spec: Some(pb::ServiceSpec::from(&next)),
+                })
+                .await?
+                .into_inner();
+            println!("{}", a.service);
+            if !a.detach {
+                if let Some(s) = updated.service {
+                    converge(&mut c, &s.id, false).await?;
+                }
+            }
+        }
+        ServiceCommand::Rollback { service, detach } => {
+            let updated = c
+                .rollback_service(pb::RollbackServiceRequest {
+                    service: service.clone(),
+                })
+                .await?
+                .into_inner();
+            println!("{service}");
+            if !detach {
+                if let Some(s) = updated.service {
+                    converge(&mut c, &s.id, false).await?;
+                }
+            }
+        }
         ServiceCommand::Rm { services } => {
             for s in services {
                 c.remove_service(pb::RemoveServiceRequest { service: s.clone() })
@@ -900,7 +1168,15 @@ async fn converge(c: &mut ControlClient<Channel>, id: &str, quiet: bool) -> anyh
         let running = svc.replicas_running;
         let is_global = svc.spec.as_ref().is_some_and(|s| s.mode == "global");
         // A global service has converged once every eligible node's task runs.
-        let converged = running == desired && (desired > 0 || !is_global || tasks.is_empty());
+        let updating = matches!(svc.update_state.as_str(), "updating" | "rollback_started");
+        if svc.update_state == "paused" {
+            anyhow::bail!("service {id}: {}", svc.update_message);
+        }
+        let outdated = tasks.iter().any(|t| t.spec_version != svc.spec_version);
+        let converged = running == desired
+            && (desired > 0 || !is_global || tasks.is_empty())
+            && !updating
+            && !outdated;
         let line = format!("overall progress: {running} out of {desired} tasks");
         if show && line != last_line {
             eprintln!("{line}");

@@ -1,15 +1,56 @@
 //! `rswarm stack ...`: stacks from Compose files. `stack config` needs no daemon.
+//!
+//! `deploy` is declarative: the files are loaded, converted and checked before anything is
+//! sent, so a file that fails changes nothing; then the stack's missing networks and
+//! services are created, an existing service is updated only when its converted spec
+//! differs from the stored one (an unchanged service keeps its tasks), and `--prune`
+//! removes the stack's services no longer in the files. A stack's objects are found by the
+//! label `com.docker.stack.namespace=STACK` (on services and networks).
 
+use crate::client;
+use crate::commands::service::{desired_filter, ls_row, print_tasks};
+use crate::output::{self, Format};
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use rswarm_stack::{Env, Loaded, Source};
+use rswarm_proto::model::{
+    NetworkAttachmentConfig, NetworkSpec, ServiceMode, ServiceSpec, UpdateConfig,
+    UpdateFailureAction, UpdateOrder,
+};
+use rswarm_proto::pb;
+use rswarm_proto::pb::control_client::ControlClient;
+use rswarm_stack::spec::NAMESPACE_LABEL;
+use rswarm_stack::{Env, Loaded, Source, StackSpec};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How long `stack rm` waits for the tasks of the removed services to go.
+const RM_TASKS_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Subcommand)]
 pub enum StackCommand {
     /// Print the final Compose file, after merging the files and interpolating variables.
     Config(ConfigArgs),
+    /// Deploy a new stack or update an existing one.
+    Deploy(DeployArgs),
+    /// List stacks.
+    Ls(FormatArg),
+    /// List the tasks of a stack.
+    Ps(PsArgs),
+    /// List the services of a stack.
+    Services {
+        stack: String,
+        #[command(flatten)]
+        format: FormatArg,
+    },
+    /// Remove stacks: their services, then (once their tasks are gone) their networks.
+    Rm {
+        #[arg(required = true)]
+        stacks: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -24,15 +65,573 @@ pub struct ConfigArgs {
     compose_files: Vec<String>,
 }
 
-pub async fn run(_host: &str, command: StackCommand) -> anyhow::Result<()> {
+#[derive(Args)]
+pub struct DeployArgs {
+    /// A Compose file, or "-" for stdin; repeat to merge several, in order.
+    #[arg(
+        short = 'c',
+        long = "compose-file",
+        required = true,
+        value_name = "FILE"
+    )]
+    compose_files: Vec<String>,
+    /// Remove the stack's services that are no longer in the files.
+    #[arg(long)]
+    prune: bool,
+    /// The stack's name.
+    stack: String,
+}
+
+#[derive(Args)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+}
+
+#[derive(Args)]
+pub struct PsArgs {
+    stack: String,
+    /// desired-state=running|shutdown|accepted
+    #[arg(short, long)]
+    filter: Vec<String>,
+    #[command(flatten)]
+    format: FormatArg,
+}
+
+pub async fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
     match command {
         StackCommand::Config(a) => config(&a),
+        StackCommand::Deploy(a) => deploy(host, &a).await,
+        StackCommand::Ls(f) => ls(host, f.format).await,
+        StackCommand::Ps(a) => ps(host, &a).await,
+        StackCommand::Services { stack, format } => services(host, &stack, format.format).await,
+        StackCommand::Rm { stacks } => rm(host, &stacks).await,
     }
 }
 
 fn config(a: &ConfigArgs) -> anyhow::Result<()> {
     let loaded = load(&a.compose_files)?;
     print!("{}", loaded.to_yaml()?);
+    Ok(())
+}
+
+/// The stack a service or network belongs to, by its namespace label.
+fn stack_label(labels: &std::collections::HashMap<String, String>) -> Option<&str> {
+    labels.get(NAMESPACE_LABEL).map(String::as_str)
+}
+
+fn service_name(s: &pb::Service) -> &str {
+    s.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn service_stack(s: &pb::Service) -> Option<&str> {
+    s.spec.as_ref().and_then(|s| stack_label(&s.labels))
+}
+
+fn network_name(n: &pb::Network) -> &str {
+    n.spec.as_ref().map(|s| s.name.as_str()).unwrap_or("")
+}
+
+fn network_stack(n: &pb::Network) -> Option<&str> {
+    n.spec.as_ref().and_then(|s| stack_label(&s.labels))
+}
+
+async fn all_services(c: &mut ControlClient<Channel>) -> anyhow::Result<Vec<pb::Service>> {
+    Ok(c.list_services(pb::ListServicesRequest {})
+        .await?
+        .into_inner()
+        .services)
+}
+
+async fn all_networks(c: &mut ControlClient<Channel>) -> anyhow::Result<Vec<pb::Network>> {
+    Ok(c.list_networks(pb::ListNetworksRequest {})
+        .await?
+        .into_inner()
+        .networks)
+}
+
+/// The services of stack `stack`, by name.
+async fn services_of(
+    c: &mut ControlClient<Channel>,
+    stack: &str,
+) -> anyhow::Result<Vec<pb::Service>> {
+    let mut v: Vec<pb::Service> = all_services(c)
+        .await?
+        .into_iter()
+        .filter(|s| service_stack(s) == Some(stack))
+        .collect();
+    v.sort_by(|a, b| service_name(a).cmp(service_name(b)));
+    Ok(v)
+}
+
+/// What the cluster cannot do yet: secrets and configs are refused (there are no such
+/// objects yet); published ports are ignored with a warning (no routing mesh yet), since
+/// the services work without them. Returns the warnings.
+fn check_supported(stack: &StackSpec) -> anyhow::Result<Vec<String>> {
+    for (what, defined, users) in [
+        (
+            "secrets",
+            &stack.secrets,
+            stack
+                .services
+                .iter()
+                .filter(|s| !s.secrets.is_empty())
+                .map(|s| s.spec.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "configs",
+            &stack.configs,
+            stack
+                .services
+                .iter()
+                .filter(|s| !s.configs.is_empty())
+                .map(|s| s.spec.name.as_str())
+                .collect::<Vec<_>>(),
+        ),
+    ] {
+        if !users.is_empty() {
+            anyhow::bail!(
+                "{what} are not supported yet (used by {}): nothing was deployed",
+                users.join(", ")
+            );
+        }
+        if !defined.is_empty() {
+            let names: Vec<&str> = defined.iter().map(|o| o.name.as_str()).collect();
+            anyhow::bail!(
+                "{what} are not supported yet (the file defines {}): nothing was deployed",
+                names.join(", ")
+            );
+        }
+    }
+    let mut warnings = Vec::new();
+    for s in &stack.services {
+        if s.ports.is_empty() {
+            continue;
+        }
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|p| match p.published {
+                Some(pub_) => format!("{pub_}:{}/{}", p.target, p.protocol.as_str()),
+                None => format!("{}/{}", p.target, p.protocol.as_str()),
+            })
+            .collect();
+        warnings.push(format!(
+            "warning: published ports are not supported yet (no routing mesh): ignoring ports {} of service {}",
+            ports.join(", "),
+            s.spec.name
+        ));
+    }
+    for n in &stack.networks {
+        if !n.external && (!n.driver_opts.is_empty() || n.ipam_driver.is_some()) {
+            warnings.push(format!(
+                "warning: network {}: driver_opts and ipam driver are not supported: ignoring them",
+                n.name
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// The spec to create a stack network with, checked as the managers check it.
+fn network_spec(n: &rswarm_stack::StackNetwork) -> anyhow::Result<pb::NetworkSpec> {
+    if n.subnets.len() > 1 {
+        anyhow::bail!(
+            "network {}: only one subnet is supported, the file gives {}",
+            n.name,
+            n.subnets.len()
+        );
+    }
+    let spec = pb::NetworkSpec {
+        name: n.name.clone(),
+        driver: n.driver.clone(),
+        labels: n.labels.clone().into_iter().collect(),
+        attachable: n.attachable,
+        internal: n.internal,
+        ipam: Some(pb::IpamConfig {
+            subnet: n.subnets.first().cloned().unwrap_or_default(),
+            gateway: String::new(),
+        }),
+    };
+    NetworkSpec::try_from(spec.clone()).with_context(|| format!("network {}", n.name))?;
+    Ok(spec)
+}
+
+/// The service spec a stack service is deployed with (networks by name), normalised as the
+/// managers store it and checked as they check it.
+fn service_spec(s: &rswarm_stack::StackService) -> anyhow::Result<ServiceSpec> {
+    let mut spec = s.spec.clone();
+    spec.networks = s
+        .networks
+        .iter()
+        .map(|n| NetworkAttachmentConfig {
+            target: n.target.clone(),
+            aliases: n.aliases.clone(),
+        })
+        .collect();
+    spec.endpoint_mode = match s.endpoint_mode {
+        rswarm_stack::EndpointMode::Vip => rswarm_proto::model::EndpointMode::Vip,
+        rswarm_stack::EndpointMode::Dnsrr => rswarm_proto::model::EndpointMode::Dnsrr,
+    };
+    if let Some(u) = &s.update_config {
+        spec.update_config = update_config(u);
+    }
+    if let Some(u) = &s.rollback_config {
+        spec.rollback_config = update_config(u);
+    }
+    let name = spec.name.clone();
+    let spec = ServiceSpec::try_from(pb::ServiceSpec::from(&spec))
+        .with_context(|| format!("service {name}"))?;
+    rswarm_manager::scheduler::parse_constraints(&spec.task.placement.constraints)
+        .with_context(|| format!("service {name}"))?;
+    rswarm_manager::scheduler::parse_preferences(&spec.task.placement.preferences)
+        .with_context(|| format!("service {name}"))?;
+    Ok(spec)
+}
+
+/// A file's `update_config` (or `rollback_config`), Swarm's defaults filled in, as the model
+/// holds it.
+fn update_config(u: &rswarm_stack::UpdateConfig) -> UpdateConfig {
+    UpdateConfig {
+        parallelism: u.parallelism,
+        delay: u.delay,
+        failure_action: match u.failure_action {
+            rswarm_stack::FailureAction::Pause => UpdateFailureAction::Pause,
+            rswarm_stack::FailureAction::Continue => UpdateFailureAction::Continue,
+            rswarm_stack::FailureAction::Rollback => UpdateFailureAction::Rollback,
+        },
+        monitor: u.monitor,
+        max_failure_ratio_permille: (u.max_failure_ratio.clamp(0.0, 1.0) * 1000.0).round() as u32,
+        order: match u.order {
+            rswarm_stack::UpdateOrder::StopFirst => UpdateOrder::StopFirst,
+            rswarm_stack::UpdateOrder::StartFirst => UpdateOrder::StartFirst,
+        },
+    }
+}
+
+/// Whether `stored` already has the spec `wanted` asks for, its networks named by id
+/// through `ids` (network name to id), in any order.
+fn same_spec(stored: &pb::Service, wanted: &ServiceSpec, ids: &BTreeMap<String, String>) -> bool {
+    let Some(Ok(mut stored)) = stored.spec.clone().map(ServiceSpec::try_from) else {
+        return false;
+    };
+    let mut wanted = wanted.clone();
+    for n in &mut wanted.networks {
+        if let Some(id) = ids.get(&n.target) {
+            n.target.clone_from(id);
+        }
+    }
+    stored.networks.sort_by(|a, b| a.target.cmp(&b.target));
+    wanted.networks.sort_by(|a, b| a.target.cmp(&b.target));
+    stored == wanted
+}
+
+fn mode_name(m: &ServiceMode) -> &'static str {
+    match m {
+        ServiceMode::Global => "global",
+        ServiceMode::Replicated { .. } => "replicated",
+    }
+}
+
+async fn deploy(host: &str, a: &DeployArgs) -> anyhow::Result<()> {
+    // Everything that can be checked without the cluster is, before anything changes.
+    let loaded = load(&a.compose_files)?;
+    let stack = rswarm_stack::convert(&a.stack, &loaded.compose)?;
+    let warnings = check_supported(&stack)?;
+    let mut wanted = Vec::new();
+    for s in &stack.services {
+        wanted.push(service_spec(s)?);
+    }
+    let mut to_create = Vec::new();
+    for n in stack.networks.iter().filter(|n| !n.external) {
+        to_create.push(network_spec(n)?);
+    }
+
+    let mut c = client::connect(host).await?;
+    let networks = all_networks(&mut c).await?;
+    let services = all_services(&mut c).await?;
+    let have_network = |name: &str| networks.iter().any(|n| network_name(n) == name);
+    for n in stack.networks.iter().filter(|n| n.external) {
+        if !have_network(&n.name) {
+            anyhow::bail!(
+                "network {} is declared as external, but it does not exist: create it with `rswarm network create {}`",
+                n.name,
+                n.name
+            );
+        }
+    }
+    let by_name: BTreeMap<&str, &pb::Service> =
+        services.iter().map(|s| (service_name(s), s)).collect();
+    for w in &wanted {
+        if let Some(Ok(cur)) = by_name
+            .get(w.name.as_str())
+            .and_then(|s| s.spec.clone())
+            .map(ServiceSpec::try_from)
+        {
+            if mode_name(&cur.mode) != mode_name(&w.mode) {
+                anyhow::bail!(
+                    "service {} is {} and the file makes it {}: a service's mode cannot change; remove the service first",
+                    w.name,
+                    mode_name(&cur.mode),
+                    mode_name(&w.mode)
+                );
+            }
+        }
+    }
+    for w in &warnings {
+        eprintln!("{w}");
+    }
+
+    for spec in to_create {
+        if have_network(&spec.name) {
+            continue;
+        }
+        println!("Creating network {}", spec.name);
+        c.create_network(pb::CreateNetworkRequest {
+            spec: Some(spec.clone()),
+        })
+        .await
+        .with_context(|| format!("creating network {}", spec.name))?;
+    }
+    let ids: BTreeMap<String, String> = all_networks(&mut c)
+        .await?
+        .iter()
+        .map(|n| (network_name(n).to_owned(), n.id.clone()))
+        .collect();
+
+    for mut w in wanted.iter().cloned() {
+        match by_name.get(w.name.as_str()) {
+            None => {
+                println!("Creating service {}", w.name);
+                c.create_service(pb::CreateServiceRequest {
+                    spec: Some(pb::ServiceSpec::from(&w)),
+                })
+                .await
+                .with_context(|| format!("creating service {}", w.name))?;
+            }
+            Some(cur) => {
+                // A forced redeploy of the stored service is not undone by the file.
+                if let Some(f) = cur
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.task.as_ref())
+                    .map(|t| t.force_update)
+                {
+                    w.task.force_update = f;
+                }
+                if same_spec(cur, &w, &ids) {
+                    continue;
+                }
+                println!("Updating service {} (id: {})", w.name, cur.id);
+                c.update_service(pb::UpdateServiceRequest {
+                    service: cur.id.clone(),
+                    version: cur.meta.map(|m| m.version).unwrap_or(0),
+                    spec: Some(pb::ServiceSpec::from(&w)),
+                })
+                .await
+                .with_context(|| format!("updating service {}", w.name))?;
+            }
+        }
+    }
+
+    if a.prune {
+        let keep: BTreeSet<&str> = wanted.iter().map(|w| w.name.as_str()).collect();
+        for s in services
+            .iter()
+            .filter(|s| service_stack(s) == Some(a.stack.as_str()))
+            .filter(|s| !keep.contains(service_name(s)))
+        {
+            println!("Removing service {}", service_name(s));
+            c.remove_service(pb::RemoveServiceRequest {
+                service: s.id.clone(),
+            })
+            .await
+            .with_context(|| format!("removing service {}", service_name(s)))?;
+        }
+    }
+    Ok(())
+}
+
+async fn ls(host: &str, format: Format) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let mut stacks: BTreeMap<String, usize> = BTreeMap::new();
+    for s in all_services(&mut c).await? {
+        if let Some(name) = service_stack(&s) {
+            *stacks.entry(name.to_owned()).or_insert(0) += 1;
+        }
+    }
+    match format {
+        Format::Json => output::json(&Value::Array(
+            stacks
+                .iter()
+                .map(|(name, n)| json!({ "name": name, "services": n }))
+                .collect(),
+        )),
+        Format::Table => {
+            output::table(
+                &["NAME", "SERVICES"],
+                stacks
+                    .iter()
+                    .map(|(name, n)| vec![name.clone(), n.to_string()])
+                    .collect(),
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn ps(host: &str, a: &PsArgs) -> anyhow::Result<()> {
+    let desired = desired_filter(&a.filter)?;
+    let mut c = client::connect(host).await?;
+    let services = services_of(&mut c, &a.stack).await?;
+    if services.is_empty() {
+        anyhow::bail!("nothing found in stack: {}", a.stack);
+    }
+    let mut all = Vec::new();
+    for s in &services {
+        let tasks = c
+            .list_tasks(pb::ListTasksRequest {
+                service: s.id.clone(),
+                node: String::new(),
+                desired_state: desired.clone(),
+            })
+            .await?
+            .into_inner()
+            .tasks;
+        all.extend(tasks);
+    }
+    print_tasks(all, a.format.format)
+}
+
+async fn services(host: &str, stack: &str, format: Format) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let services = services_of(&mut c, stack).await?;
+    match format {
+        Format::Json => output::json(&Value::Array(services.iter().map(ls_row).collect())),
+        Format::Table => {
+            if services.is_empty() {
+                eprintln!("Nothing found in stack: {stack}");
+                return Ok(());
+            }
+            let rows = services
+                .iter()
+                .map(|s| {
+                    let r = ls_row(s);
+                    vec![
+                        s.id.chars().take(12).collect(),
+                        service_name(s).to_owned(),
+                        r["mode"].as_str().unwrap_or("").to_owned(),
+                        format!("{}/{}", s.replicas_running, s.replicas_desired),
+                        r["image"].as_str().unwrap_or("").to_owned(),
+                        String::new(),
+                    ]
+                })
+                .collect();
+            output::table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], rows);
+            Ok(())
+        }
+    }
+}
+
+async fn rm(host: &str, stacks: &[String]) -> anyhow::Result<()> {
+    let mut c = client::connect(host).await?;
+    let mut errors = Vec::new();
+    for stack in stacks {
+        if let Err(e) = rm_one(&mut c, stack).await {
+            errors.push(client::error_line(&e));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", errors.join("; "))
+    }
+}
+
+/// Removes a stack's services, waits (up to a deadline) for their tasks to go, then removes
+/// its networks; external networks carry no stack label and stay.
+async fn rm_one(c: &mut ControlClient<Channel>, stack: &str) -> anyhow::Result<()> {
+    let services = services_of(c, stack).await?;
+    let networks: Vec<pb::Network> = all_networks(c)
+        .await?
+        .into_iter()
+        .filter(|n| network_stack(n) == Some(stack))
+        .collect();
+    if services.is_empty() && networks.is_empty() {
+        eprintln!("Nothing found in stack: {stack}");
+        return Ok(());
+    }
+    let mut removed = BTreeSet::new();
+    for s in &services {
+        println!("Removing service {}", service_name(s));
+        match c
+            .remove_service(pb::RemoveServiceRequest {
+                service: s.id.clone(),
+            })
+            .await
+        {
+            Ok(_) => {
+                removed.insert(s.id.clone());
+            }
+            // Gone already (a concurrent rm): nothing to do.
+            Err(st) if st.code() == tonic::Code::NotFound => {
+                removed.insert(s.id.clone());
+            }
+            Err(st) => {
+                return Err(
+                    anyhow::Error::new(st).context(format!("removing service {}", service_name(s)))
+                )
+            }
+        }
+    }
+    let deadline = tokio::time::Instant::now() + RM_TASKS_DEADLINE;
+    let left = loop {
+        let left: Vec<pb::Task> = c
+            .list_tasks(pb::ListTasksRequest::default())
+            .await?
+            .into_inner()
+            .tasks
+            .into_iter()
+            .filter(|t| removed.contains(&t.service_id))
+            .collect();
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            break left;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    for n in &networks {
+        println!("Removing network {}", network_name(n));
+        c.remove_network(pb::RemoveNetworkRequest {
+            network: n.id.clone(),
+        })
+        .await
+        .map_err(|st| {
+            anyhow::Error::new(st).context(format!("removing network {}", network_name(n)))
+        })?;
+    }
+    if !left.is_empty() {
+        let some: Vec<String> = left
+            .iter()
+            .take(5)
+            .map(|t| {
+                let st = t.status.as_ref().map(|s| s.state.as_str()).unwrap_or("");
+                if t.node_hostname.is_empty() {
+                    format!("{} ({st})", t.name)
+                } else {
+                    format!("{} on {} ({st})", t.name, t.node_hostname)
+                }
+            })
+            .collect();
+        anyhow::bail!(
+            "stack {stack}: {} task(s) of its services still had not stopped after {}s: {}{}",
+            left.len(),
+            RM_TASKS_DEADLINE.as_secs(),
+            some.join(", "),
+            if left.len() > some.len() { ", ..." } else { "" }
+        );
+    }
     Ok(())
 }
 
@@ -81,4 +680,105 @@ pub fn load(files: &[String]) -> anyhow::Result<Loaded> {
         eprintln!("{w}");
     }
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack(yaml: &str) -> StackSpec {
+        let loaded = rswarm_stack::load_sources(
+            &[Source {
+                name: "stack.yml".into(),
+                text: yaml.into(),
+            }],
+            &std::env::temp_dir(),
+            &Env::default(),
+        )
+        .expect("load");
+        rswarm_stack::convert("demo", &loaded.compose).expect("convert")
+    }
+
+    const TWO: &str = "services:\n  web:\n    image: busybox\n    networks: [front, back]\n    ports: [\"8080:80\"]\n  api:\n    image: busybox\nnetworks:\n  front: {}\n  back: {}\n";
+
+    #[test]
+    fn secrets_and_configs_are_refused_ports_warned() {
+        let with_secret = TWO.replace(
+            "  api:\n    image: busybox\n",
+            "  api:\n    image: busybox\n    secrets: [pw]\nsecrets:\n  pw: {external: true}\n",
+        );
+        let e = check_supported(&stack(&with_secret)).expect_err("secrets refused");
+        let e = e.to_string();
+        assert!(
+            e.contains("secrets are not supported yet") && e.contains("demo_api"),
+            "{e}"
+        );
+        let unused_config = format!("{TWO}configs:\n  c: {{external: true}}\n");
+        let e = check_supported(&stack(&unused_config)).expect_err("configs refused");
+        assert!(
+            e.to_string().contains("configs are not supported yet"),
+            "{e}"
+        );
+        let warnings = check_supported(&stack(TWO)).expect("ports are only warned about");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("8080:80/tcp") && warnings[0].contains("demo_web"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn update_and_rollback_configs_are_kept() {
+        let yaml = "services:\n  web:\n    image: busybox\n    deploy:\n      update_config: {parallelism: 2, order: start-first, max_failure_ratio: 0.25}\n      rollback_config: {failure_action: continue}\n";
+        let spec = stack(yaml);
+        let web = service_spec(&spec.services[0]).expect("valid");
+        assert_eq!(web.update_config.parallelism, 2);
+        assert_eq!(web.update_config.order, UpdateOrder::StartFirst);
+        assert_eq!(web.update_config.max_failure_ratio_permille, 250);
+        assert_eq!(
+            web.rollback_config.failure_action,
+            UpdateFailureAction::Continue
+        );
+        assert_eq!(web.rollback_config.parallelism, 1);
+    }
+
+    #[test]
+    fn specs_compare_with_networks_by_id_in_any_order() {
+        let spec = stack(TWO);
+        let web = spec
+            .services
+            .iter()
+            .find(|s| s.spec.name == "demo_web")
+            .expect("demo_web");
+        let wanted = service_spec(web).expect("valid");
+        assert_eq!(wanted.networks.len(), 2);
+        assert!(wanted
+            .networks
+            .iter()
+            .all(|n| n.aliases.contains(&"web".to_owned())));
+        let ids: BTreeMap<String, String> = [
+            ("demo_back".to_owned(), "id-back".to_owned()),
+            ("demo_front".to_owned(), "id-front".to_owned()),
+        ]
+        .into();
+        let mut stored_spec = wanted.clone();
+        for n in &mut stored_spec.networks {
+            n.target = ids[&n.target].clone();
+        }
+        stored_spec.networks.reverse();
+        let stored = pb::Service {
+            spec: Some(pb::ServiceSpec::from(&stored_spec)),
+            ..Default::default()
+        };
+        assert!(same_spec(&stored, &wanted, &ids));
+        let mut changed = wanted.clone();
+        changed.mode = ServiceMode::Replicated { replicas: 3 };
+        assert!(!same_spec(&stored, &changed, &ids));
+        let mut changed = wanted.clone();
+        changed.task.container.env.push("A=1".into());
+        assert!(!same_spec(&stored, &changed, &ids));
+        let mut changed = wanted;
+        changed.networks.pop();
+        assert!(!same_spec(&stored, &changed, &ids));
+    }
 }

@@ -4,6 +4,7 @@
 use super::node::NodeRuntime;
 use rswarm_manager::control as ops;
 use rswarm_manager::control_networks as net_ops;
+use rswarm_manager::control_secrets as secret_ops;
 use rswarm_manager::control_services as svc_ops;
 use rswarm_proto::model::NodeRole;
 use rswarm_proto::pb;
@@ -208,5 +209,76 @@ impl pb::control_server::Control for ControlService {
         let m = self.node.slot().get()?;
         net_ops::remove_network(&m, &req.into_inner().network).await?;
         Ok(Response::new(pb::RemoveNetworkResponse {}))
+    }
+
+    async fn create_secret(
+        &self,
+        req: Request<pb::CreateSecretRequest>,
+    ) -> Result<Response<pb::CreateSecretResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let secret = secret_ops::create_secret(&m, req.into_inner().spec).await?;
+        Ok(Response::new(pb::CreateSecretResponse {
+            secret: Some(secret),
+        }))
+    }
+
+    async fn list_secrets(
+        &self,
+        _req: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let m = self.node.slot().get()?;
+        Ok(Response::new(pb::ListSecretsResponse {
+            secrets: secret_ops::list_secrets(&m),
+        }))
+    }
+
+    async fn remove_secret(
+        &self,
+        req: Request<pb::RemoveSecretRequest>,
+    ) -> Result<Response<pb::RemoveSecretResponse>, Status> {
+        let m = self.node.slot().get()?;
+        secret_ops::remove_secret(&m, &req.into_inner().secret).await?;
+        Ok(Response::new(pb::RemoveSecretResponse {}))
+    }
+
+    async fn create_config(
+        &self,
+        req: Request<pb::CreateConfigRequest>,
+    ) -> Result<Response<pb::CreateConfigResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let config = secret_ops::create_config(&m, req.into_inner().spec).await?;
+        Ok(Response::new(pb::CreateConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn list_configs(
+        &self,
+        _req: Request<pb::ListConfigsRequest>,
+    ) -> Result<Response<pb::ListConfigsResponse>, Status> {
+        let m = self.node.slot().get()?;
+        Ok(Response::new(pb::ListConfigsResponse {
+            configs: secret_ops::list_configs(&m),
+        }))
+    }
+
+    async fn remove_config(
+        &self,
+        req: Request<pb::RemoveConfigRequest>,
+    ) -> Result<Response<pb::RemoveConfigResponse>, Status> {
+        let m = self.node.slot().get()?;
+        secret_ops::remove_config(&m, &req.into_inner().config).await?;
+        Ok(Response::new(pb::RemoveConfigResponse {}))
+    }
+
+    async fn rollback_service(
+        &self,
+        req: Request<pb::RollbackServiceRequest>,
+    ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
+        let m = self.node.slot().get()?;
+        let service = svc_ops::rollback_service(&m, &req.into_inner().service).await?;
+        Ok(Response::new(pb::UpdateServiceResponse {
+            service: Some(service),
+        }))
     }
 }

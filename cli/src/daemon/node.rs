@@ -510,6 +510,8 @@ impl NodeRuntime {
                 services: state.services.into_values().collect(),
                 tasks: state.tasks.into_values().collect(),
                 networks: state.networks.into_values().collect(),
+                secrets: state.secrets.into_values().collect(),
+                configs: state.configs.into_values().collect(),
             })
             .await
             .map_err(|e| NodeError::Internal(format!("restore the state: {e}")))?;
@@ -562,6 +564,7 @@ impl NodeRuntime {
                 manager: ca::generate_secret(),
             },
             removed_nodes: Default::default(),
+            secrets_key: rswarm_manager::secrets::generate_key(),
         };
         let ip = node
             .advertise_addr

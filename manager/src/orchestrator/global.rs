@@ -1,6 +1,9 @@
 //! The global orchestrator: one live task on every node that can run the service.
 use super::replicated::{new_task, reap};
-use super::{has_stopped, is_live, restart_decision, Action, RestartDecision};
+use super::{
+    has_stopped, is_live, is_stopping_for_update, restart_decision, update_actions, Action,
+    RestartDecision,
+};
 use rswarm_proto::model::{
     Node, NodeAvailability, NodeId, NodeState, Service, ServiceMode, Task, TaskId, TaskState,
 };
@@ -36,6 +39,27 @@ pub fn reconcile_global(
     for id in nodes.keys() {
         by_node.entry(id.clone()).or_default();
     }
+    // A rolling update goes node by node over the tasks that run now.
+    let mut healthy: Vec<&Task> = tasks
+        .iter()
+        .copied()
+        .filter(|t| is_live(t) && !has_stopped(t) && t.node_id.is_some())
+        .collect();
+    healthy.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+    let stopping_nodes: std::collections::BTreeSet<&NodeId> = tasks
+        .iter()
+        .filter(|t| is_stopping_for_update(svc, t, nodes))
+        .filter_map(|t| t.node_id.as_ref())
+        .collect();
+    let outdated_now = update_actions(
+        svc,
+        &healthy,
+        tasks,
+        stopping_nodes.len() as u64,
+        now,
+        &mut actions,
+        &mut wake,
+    );
     for (node_id, node_tasks) in &mut by_node {
         node_tasks.sort_by_key(|t| (t.meta.created_at, t.id.clone()));
         let node = nodes.get(node_id);
@@ -72,7 +96,13 @@ pub fn reconcile_global(
                 });
             }
             if let Some(t) = keep {
-                if has_stopped(t) {
+                if outdated_now.contains(&t.id) {
+                    // Stop-first: the replacement comes once this task has stopped.
+                    actions.push(Action::SetDesired {
+                        task: t.id.clone(),
+                        state: TaskState::Shutdown,
+                    });
+                } else if has_stopped(t) {
                     match restart_decision(t, node_tasks, now) {
                         RestartDecision::Now => {
                             actions.push(Action::SetDesired {
@@ -86,7 +116,7 @@ pub fn reconcile_global(
                     }
                 }
             }
-            if need_new && start_ok {
+            if need_new && start_ok && !stopping_nodes.contains(node_id) {
                 actions.push(Action::Create(Box::new(new_task(
                     svc,
                     0,

@@ -9,13 +9,16 @@ mod global;
 mod replicated;
 mod restart;
 mod run;
+pub mod update;
 
 pub use global::reconcile_global;
 pub use replicated::reconcile_replicated;
 pub use restart::{restart_decision, RestartDecision};
 pub use run::run;
 
-use rswarm_proto::model::{Node, NodeAvailability, NodeState, Task, TaskId, TaskState};
+use rswarm_proto::model::{
+    Node, NodeAvailability, NodeState, Service, ServiceId, Task, TaskId, TaskState, UpdateStatus,
+};
 
 /// Old tasks kept per slot (Swarm's task history retention limit).
 pub const TASK_HISTORY: usize = 5;
@@ -29,11 +32,62 @@ pub enum Action {
     SetDesired { task: TaskId, state: TaskState },
     /// Delete a task from the store.
     Remove(TaskId),
+    /// Record where a rolling update stands.
+    UpdateStatus {
+        service: ServiceId,
+        status: UpdateStatus,
+    },
+    /// Roll the service back to its previous spec.
+    Rollback { service: ServiceId, message: String },
+}
+
+/// The rolling-update part of a reconcile: the actions for `step`'s status and rollback,
+/// and the ids of the live tasks to replace now.
+pub fn update_actions(
+    svc: &Service,
+    live: &[&Task],
+    all: &[&Task],
+    stopping: u64,
+    now: u64,
+    actions: &mut Vec<Action>,
+    wake: &mut Option<u64>,
+) -> std::collections::BTreeSet<TaskId> {
+    let st = update::step(svc, live, all, stopping, now);
+    if let Some(status) = st.status {
+        actions.push(Action::UpdateStatus {
+            service: svc.id.clone(),
+            status,
+        });
+    }
+    if let Some(message) = st.rollback {
+        actions.push(Action::Rollback {
+            service: svc.id.clone(),
+            message,
+        });
+    }
+    if let Some(w) = st.wake {
+        *wake = Some(wake.map_or(w, |x| x.min(w)));
+    }
+    st.replace.into_iter().collect()
 }
 
 /// A task that is meant to run (or is still starting).
 pub fn is_live(t: &Task) -> bool {
     t.desired_state <= TaskState::Running
+}
+
+/// An old task told to stop by a rolling update and still stopping: its replacement waits
+/// for it (stop-first), unless its node is lost.
+pub fn is_stopping_for_update(
+    svc: &Service,
+    t: &Task,
+    nodes: &std::collections::BTreeMap<rswarm_proto::model::NodeId, Node>,
+) -> bool {
+    !is_live(t)
+        && t.spec_version != svc.spec_version
+        && t.status.state >= TaskState::Assigned
+        && !t.status.state.is_terminal()
+        && !t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n)))
 }
 
 /// A live task that has stopped by itself.

@@ -1,6 +1,7 @@
 //! The replicated orchestrator: slots 1..=replicas, one live task each.
 use super::{
-    has_stopped, is_live, node_lost, restart_decision, Action, RestartDecision, TASK_HISTORY,
+    has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision, update_actions,
+    Action, RestartDecision, TASK_HISTORY,
 };
 use rswarm_proto::model::{
     Node, NodeId, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
@@ -65,8 +66,35 @@ pub fn reconcile_replicated(
             }
         }
     }
-    // Replace what stopped or was lost, as the restart policy says.
+    // Replace what stopped or was lost, as the restart policy says; then, for a rolling
+    // update, the next batch of tasks made from an older spec.
+    // Slots whose old task a rolling update is stopping: the replacement goes there once
+    // it has stopped (stop-first).
+    let mut stopping: std::collections::BTreeSet<u64> = slots
+        .iter()
+        .filter(|(slot, ts)| {
+            **slot > 0
+                && !live.contains_key(*slot)
+                && ts.iter().any(|t| is_stopping_for_update(svc, t, nodes))
+        })
+        .map(|(slot, _)| *slot)
+        .collect();
+    let healthy: Vec<&Task> = live.values().copied().filter(|t| !has_stopped(t)).collect();
+    let outdated_now = update_actions(
+        svc,
+        &healthy,
+        tasks,
+        stopping.len() as u64,
+        now,
+        &mut actions,
+        &mut wake,
+    );
     for (&slot, t) in &live {
+        if outdated_now.contains(&t.id) {
+            actions.push(shutdown(t));
+            stopping.insert(slot);
+            continue;
+        }
         let lost = t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n)));
         let replace = if lost {
             true
@@ -93,12 +121,14 @@ pub fn reconcile_replicated(
             ))));
         }
     }
-    // Scaling up: new tasks in the lowest free slots.
-    let missing = replicas.saturating_sub(live.len() as u64);
+    // Scaling up (and slots whose old task has stopped): new tasks in the lowest free
+    // slots.
+    live.retain(|_, t| !outdated_now.contains(&t.id));
+    let missing = replicas.saturating_sub((live.len() + stopping.len()) as u64);
     let mut slot = 0;
     for _ in 0..missing {
         slot += 1;
-        while live.contains_key(&slot) {
+        while live.contains_key(&slot) || stopping.contains(&slot) {
             slot += 1;
         }
         actions.push(Action::Create(Box::new(new_task(
@@ -328,5 +358,29 @@ mod tests {
             })
             .collect();
         assert_eq!(removed, vec!["old0", "old1", "old2"]);
+    }
+
+    #[test]
+    fn a_rolling_update_stops_the_old_task_before_its_replacement() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let mut s = svc(1);
+        s.spec_version = 2;
+        s.update_status.state = rswarm_proto::model::UpdateState::Updating;
+        let mut old = running("t1", 1, "n1");
+        old.spec_version = 1;
+        let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 0, &mut ids());
+        assert!(a.contains(&shutdown(&old)), "{a:?}");
+        assert!(
+            creates(&a).is_empty(),
+            "replacement before the old task stopped: {a:?}"
+        );
+        // Still stopping: nothing new yet.
+        old.desired_state = TaskState::Shutdown;
+        let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 0, &mut ids());
+        assert!(creates(&a).is_empty(), "{a:?}");
+        // Stopped: the replacement takes its slot.
+        old.status.state = TaskState::Shutdown;
+        let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 0, &mut ids());
+        assert_eq!(creates(&a), vec![1]);
     }
 }

@@ -108,7 +108,7 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
         .iter()
         .filter_map(|a| match a {
             Action::SetDesired { task, .. } | Action::Remove(task) => Some(task.clone()),
-            Action::Create(_) => None,
+            Action::Create(_) | Action::UpdateStatus { .. } | Action::Rollback { .. } => None,
         })
         .collect();
     let mut cmds: Vec<Command> = actions
@@ -120,6 +120,14 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
             }
             Action::SetDesired { task, state } => Command::SetTaskDesiredState { id: task, state },
             Action::Remove(id) => Command::RemoveTask { id },
+            Action::UpdateStatus { service, status } => Command::SetServiceUpdateStatus {
+                id: service,
+                status,
+            },
+            Action::Rollback { service, message } => Command::RollbackService {
+                id: service,
+                message,
+            },
         })
         .collect();
     // Tasks that could not get addresses before try again (unless this pass changes them:

@@ -23,6 +23,8 @@ impl State {
                 services,
                 tasks,
                 networks,
+                secrets,
+                configs,
             } => {
                 let mut c = (**cluster).clone();
                 c.meta.version = index;
@@ -52,6 +54,22 @@ impl State {
                     })
                     .collect();
                 self.networks = networks
+                    .iter()
+                    .map(|x| {
+                        let mut x = x.clone();
+                        x.meta.version = index;
+                        (x.id.clone(), x)
+                    })
+                    .collect();
+                self.secrets = secrets
+                    .iter()
+                    .map(|x| {
+                        let mut x = x.clone();
+                        x.meta.version = index;
+                        (x.id.clone(), x)
+                    })
+                    .collect();
+                self.configs = configs
                     .iter()
                     .map(|x| {
                         let mut x = x.clone();
@@ -339,6 +357,48 @@ impl State {
                     })?;
                 Ok(vec![Event::NetworkRemoved(Box::new(old))])
             }
+            Command::SetServiceUpdateStatus { id, status } => {
+                let Some(current) = self.services.get_mut(id) else {
+                    return Ok(Vec::new());
+                };
+                if current.update_status == *status {
+                    return Ok(Vec::new());
+                }
+                let old = current.clone();
+                current.update_status = status.clone();
+                current.meta.version = index;
+                Ok(vec![Event::ServiceUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
+            Command::RollbackService { id, message } => {
+                let Some(current) = self.services.get_mut(id) else {
+                    return Ok(Vec::new());
+                };
+                let Some(previous) = current.previous_spec.take() else {
+                    return Ok(Vec::new());
+                };
+                let old = current.clone();
+                let was = std::mem::replace(&mut current.spec, *previous);
+                if was.task != current.spec.task {
+                    current.spec_version += 1;
+                }
+                current.previous_spec = Some(Box::new(was));
+                current.update_status = rswarm_proto::model::UpdateStatus {
+                    state: rswarm_proto::model::UpdateState::RollbackStarted,
+                    message: message.clone(),
+                };
+                current.meta.version = index;
+                Ok(vec![Event::ServiceUpdated {
+                    old: Box::new(old),
+                    new: Box::new(current.clone()),
+                }])
+            }
+            Command::CreateSecret(_)
+            | Command::RemoveSecret { .. }
+            | Command::CreateConfig(_)
+            | Command::RemoveConfig { .. } => self.apply_secrets(index, cmd),
             Command::SetNodeState {
                 id,
                 state,
@@ -522,6 +582,8 @@ mod tests {
                 services: Vec::new(),
                 tasks: Vec::new(),
                 networks: Vec::new(),
+                secrets: Vec::new(),
+                configs: Vec::new(),
             },
         )
         .unwrap();

@@ -8,6 +8,7 @@
 mod apply;
 mod event;
 mod networks;
+mod secrets;
 
 pub use event::Event;
 pub use networks::{Holder, VNI_MAX};
@@ -32,6 +33,12 @@ pub struct State {
     pub tasks: BTreeMap<TaskId, Task>,
     #[serde(default)]
     pub networks: BTreeMap<NetworkId, Network>,
+    /// Secrets by id; their data is encrypted (`crate::secrets`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, rswarm_proto::model::Secret>,
+    /// Configs by id, in clear.
+    #[serde(default)]
+    pub configs: BTreeMap<String, rswarm_proto::model::Config>,
 }
 
 impl State {
@@ -151,6 +158,11 @@ pub enum LookupError {
     NetworkNotFound(String),
     #[error("network {0} is ambiguous: use a longer id")]
     NetworkAmbiguous(String),
+    /// A secret or config (the kind) not found.
+    #[error("{0} {1} not found")]
+    Missing(&'static str, String),
+    #[error("{0} {1} is ambiguous: use a longer id")]
+    AmbiguousKey(&'static str, String),
 }
 
 /// Finds one of `items` by exact key, then unique prefix of its id, then exact name.

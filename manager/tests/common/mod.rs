@@ -266,6 +266,7 @@ impl Cluster {
                 manager: ca::generate_secret(),
             },
             removed_nodes: BTreeSet::new(),
+            secrets_key: rswarm_manager::secrets::generate_key(),
         };
         first
             .proposer

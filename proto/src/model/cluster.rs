@@ -44,4 +44,8 @@ pub struct Cluster {
     pub join_secrets: JoinSecrets,
     /// Nodes removed from the cluster: their certificates are refused from then on.
     pub removed_nodes: BTreeSet<NodeId>,
+    /// The key (32 bytes) that encrypts secrets' data in the store, made at `init`. It
+    /// lives in the replicated store as the CA key does (Swarm without autolock).
+    #[serde(default)]
+    pub secrets_key: Vec<u8>,
 }

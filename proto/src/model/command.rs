@@ -1,6 +1,6 @@
 use super::{
-    Cluster, Network, NetworkId, Node, NodeId, NodeState, Service, ServiceId, Task, TaskId,
-    TaskState, TaskStatus,
+    Cluster, Config, Network, NetworkId, Node, NodeId, NodeState, Secret, Service, ServiceId, Task,
+    TaskId, TaskState, TaskStatus,
 };
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +39,10 @@ pub enum Command {
         tasks: Vec<Task>,
         #[serde(default)]
         networks: Vec<Network>,
+        #[serde(default)]
+        secrets: Vec<Secret>,
+        #[serde(default)]
+        configs: Vec<Config>,
     },
     /// Creates a service; refused if the id or the name is taken, if it names a network
     /// that does not exist, or if one of its VIPs is taken (`Conflict`).
@@ -80,6 +84,24 @@ pub enum Command {
     /// service still holds an address on it. Tasks of removed services do not hold it up:
     /// they are on their way out.
     RemoveNetwork { id: NetworkId },
+    /// The orchestrator's record of a rolling update. Unversioned: the leader's
+    /// orchestrator is its only writer; a missing service is a no-op.
+    SetServiceUpdateStatus {
+        id: ServiceId,
+        status: super::UpdateStatus,
+    },
+    /// Puts back the spec before the last update (and keeps the current one as the
+    /// previous), as `service rollback` and a failed update with `rollback` do. A no-op
+    /// without a previous spec.
+    RollbackService { id: ServiceId, message: String },
+    /// Creates a secret (its data already encrypted); refused if the id or name is taken.
+    CreateSecret(Box<Secret>),
+    /// Removes a secret; refused (`InUse`) while a service refers to it.
+    RemoveSecret { id: String },
+    /// Creates a config; refused if the id or name is taken.
+    CreateConfig(Box<Config>),
+    /// Removes a config; refused (`InUse`) while a service refers to it.
+    RemoveConfig { id: String },
 }
 
 /// Why the store refused a command. Refusals are results, not Raft failures: the entry is

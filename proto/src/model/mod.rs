@@ -8,6 +8,7 @@ mod duration;
 mod ids;
 mod network;
 mod node;
+mod secret;
 mod service;
 mod task;
 
@@ -22,10 +23,15 @@ pub use network::{
 pub use node::{
     ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,
 };
+pub use secret::{
+    valid_secret_name, Config, FileReference, Secret, SecretSpec, DEFAULT_FILE_MODE,
+    MAX_SECRET_BYTES,
+};
 pub use service::{
     ContainerSpec, EndpointMode, HealthCheck, Mount, MountType, NetworkAttachmentConfig, Placement,
     ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, SpreadOver, TaskSpec,
+    ServiceSpec, SpreadOver, TaskSpec, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState,
+    UpdateStatus,
 };
 pub use task::{naming, Task, TaskState, TaskStatus};
 

@@ -142,6 +142,12 @@ pub struct ContainerSpec {
     /// None: 10 s, Docker's default.
     pub stop_grace_period: Option<Duration>,
     pub healthcheck: Option<HealthCheck>,
+    /// Secrets mounted as files (by id; see [`super::FileReference`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::FileReference>,
+    /// Configs mounted as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<super::FileReference>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +206,78 @@ pub struct ServiceSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// How tasks are replaced when the task spec changes.
+    #[serde(default)]
+    pub update_config: UpdateConfig,
+    /// How a rollback replaces them.
+    #[serde(default)]
+    pub rollback_config: UpdateConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpdateFailureAction {
+    /// Swarm's default: stop updating, leave the service as it is.
+    #[default]
+    Pause,
+    Continue,
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Swarm's default: the old task stops before its replacement starts.
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+/// Rolling updates, with Swarm's defaults: one task at a time, no delay, pause on failure,
+/// a failure counted if a new task fails within 5 s of starting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateConfig {
+    /// Tasks replaced at once; 0: all at once.
+    pub parallelism: u64,
+    /// Between one batch running and the next starting.
+    pub delay: Duration,
+    pub failure_action: UpdateFailureAction,
+    pub monitor: Duration,
+    /// Failures tolerated, as a fraction of the tasks updated.
+    pub max_failure_ratio_permille: u32,
+    pub order: UpdateOrder,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: UpdateFailureAction::Pause,
+            monitor: Duration::from_secs(5),
+            max_failure_ratio_permille: 0,
+            order: UpdateOrder::StopFirst,
+        }
+    }
+}
+
+/// Where a rolling update stands (Swarm's `UpdateStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    #[default]
+    None,
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackCompleted,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub state: UpdateState,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,4 +290,9 @@ pub struct Service {
     /// The service's VIPs, chosen by the allocator when the service is created or updated.
     #[serde(default)]
     pub endpoint: Endpoint,
+    /// The spec before the last update, for `service rollback`.
+    #[serde(default)]
+    pub previous_spec: Option<Box<ServiceSpec>>,
+    #[serde(default)]
+    pub update_status: UpdateStatus,
 }

@@ -203,6 +203,7 @@ impl ContainerdController {
         if result.is_err() {
             // Leave nothing half made: the next prepare starts from scratch.
             self.inner.remove_snapshot(&self.id).await;
+            let _ = self.inner.remove_files(&self.id);
         }
         result
     }
@@ -238,7 +239,15 @@ impl ContainerdController {
             limits: &self.task.spec.resources.limits,
             image: &image.config,
             user,
-            mounts: self.resolve_mounts()?,
+            mounts: {
+                let mut m = self.resolve_mounts()?;
+                m.extend(
+                    self.inner
+                        .prepare_files(&self.id, &self.task)
+                        .map_err(&err)?,
+                );
+                m
+            },
             etc: Some(etc),
             netns: self.netns.as_deref(),
         };
@@ -443,6 +452,12 @@ impl Controller for ContainerdController {
         let status = match self.process().await? {
             None => {
                 self.create_task().await?;
+                // runc has bind-mounted the secret and config files into the container's
+                // mount namespace, which keeps their tmpfs alive: the host's mount can go,
+                // so that the data is nowhere on the host's filesystem tree any more.
+                if let Err(e) = self.inner.remove_files(&self.id) {
+                    tracing::warn!(task.id = %self.task.id, "unmount the secrets tmpfs: {e}");
+                }
                 ProcessStatus::Created
             }
             Some(p) => ProcessStatus::try_from(p.status).unwrap_or(ProcessStatus::Unknown),
@@ -713,6 +728,8 @@ impl Inner {
             Err(s) => return Err(runtime(&format!("task {task}: delete container"), s)),
         }
         self.remove_snapshot(id).await;
+        self.remove_files(id)
+            .map_err(|e| ExecError::Runtime(format!("task {task}: secrets: {e}")))?;
         match std::fs::remove_dir_all(self.container_dir(id)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -16,6 +16,7 @@
 
 mod client;
 mod controller;
+mod files;
 pub mod image;
 pub mod logwriter;
 mod pull;
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     log_writer: LogWriterCommand,
     pulls: Mutex<HashMap<String, SharedPull>>,
     pulls_started: AtomicU64,
+    /// The secrets and configs of this node's tasks, in memory only (see [`files`]).
+    files: std::sync::RwLock<crate::exec::NodeFiles>,
 }
 
 impl ContainerdExecutor {
@@ -118,6 +121,7 @@ impl ContainerdExecutor {
                 log_writer,
                 pulls: Mutex::new(HashMap::new()),
                 pulls_started: AtomicU64::new(0),
+                files: Default::default(),
             }),
         })
     }
@@ -318,6 +322,20 @@ impl Inner {
         self.state_dir.join("containers").join(id)
     }
 
+    /// The task's secret and config files as bind mounts, on a fresh tmpfs.
+    pub(crate) fn prepare_files(
+        &self,
+        id: &str,
+        task: &Task,
+    ) -> Result<Vec<spec::ResolvedMount>, String> {
+        let files = self.files.read().unwrap_or_else(|p| p.into_inner()).clone();
+        files::prepare(&self.state_dir, id, task, &files)
+    }
+
+    pub(crate) fn remove_files(&self, id: &str) -> Result<(), String> {
+        files::remove(&self.state_dir, id)
+    }
+
     pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
         self.state_dir.join("volumes").join(name)
     }
@@ -333,6 +351,10 @@ fn is_running(status: i32) -> bool {
 
 #[tonic::async_trait]
 impl Executor for ContainerdExecutor {
+    fn set_files(&self, files: crate::exec::NodeFiles) {
+        *self.inner.files.write().unwrap_or_else(|p| p.into_inner()) = files;
+    }
+
     fn controller(&self, task: &Task) -> Result<Box<dyn Controller>, ExecError> {
         let image = &task.spec.container.image;
         reference::Reference::parse(image)

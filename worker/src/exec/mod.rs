@@ -72,6 +72,38 @@ pub trait Executor: Send + Sync + 'static {
     async fn remove_orphan(&self, c: &ContainerRef, grace: Duration) -> Result<(), ExecError>;
     /// Where the task's container logs are kept on this node (see `containerd::logwriter`).
     fn log_file(&self, task: &TaskId) -> std::path::PathBuf;
+    /// The secrets and configs this node's tasks use, as the leader last sent them
+    /// (replacing the previous set). Held in memory only.
+    fn set_files(&self, _files: NodeFiles) {}
+}
+
+/// Secret and config data by id, as the dispatcher sends them with the assignments. Never
+/// written to the node's disk; `Debug` shows no data.
+#[derive(Clone, Default)]
+pub struct NodeFiles {
+    pub secrets: std::collections::BTreeMap<String, Vec<u8>>,
+    pub configs: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for NodeFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeFiles")
+            .field("secrets", &self.secrets.keys().collect::<Vec<_>>())
+            .field("configs", &self.configs.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl NodeFiles {
+    pub fn from_pb(
+        secrets: Vec<rswarm_proto::pb::FilePayload>,
+        configs: Vec<rswarm_proto::pb::FilePayload>,
+    ) -> Self {
+        NodeFiles {
+            secrets: secrets.into_iter().map(|p| (p.id, p.data)).collect(),
+            configs: configs.into_iter().map(|p| (p.id, p.data)).collect(),
+        }
+    }
 }
 
 /// One task's container. Every method is idempotent, so the agent can call them again
