@@ -269,19 +269,18 @@ fn a_failing_deploy_changes_nothing() {
     checks.refused("missing external network", &out, &["nosuch", "external"]);
 
     let secrets = format!(
-        "{}secrets:\n  pw: {{file: ./pw.txt}}\n",
+        "{}secrets:\n  pw: {{external: true, name: nosuch-secret}}\n",
         two_services(5, "changed").replace(
             "    command: sleep 3600\n",
             "    command: sleep 3600\n    secrets: [pw]\n"
         )
     );
-    write(dir.path(), "pw.txt", "s3cr3t");
     let f = write(dir.path(), "secrets.yml", &secrets);
     let out = m.run(&["stack", "deploy", "-c", &f, "demo"]);
     checks.refused(
-        "secrets",
+        "missing external secret",
         &out,
-        &["secrets are not supported yet", "demo_api"],
+        &["nosuch-secret", "external"],
     );
 
     // web is replicated; a file that makes it global is refused before any change.

@@ -169,42 +169,6 @@ async fn services_of(
 /// objects yet); published ports are ignored with a warning (no routing mesh yet), since
 /// the services work without them. Returns the warnings.
 fn check_supported(stack: &StackSpec) -> anyhow::Result<Vec<String>> {
-    for (what, defined, users) in [
-        (
-            "secrets",
-            &stack.secrets,
-            stack
-                .services
-                .iter()
-                .filter(|s| !s.secrets.is_empty())
-                .map(|s| s.spec.name.as_str())
-                .collect::<Vec<_>>(),
-        ),
-        (
-            "configs",
-            &stack.configs,
-            stack
-                .services
-                .iter()
-                .filter(|s| !s.configs.is_empty())
-                .map(|s| s.spec.name.as_str())
-                .collect::<Vec<_>>(),
-        ),
-    ] {
-        if !users.is_empty() {
-            anyhow::bail!(
-                "{what} are not supported yet (used by {}): nothing was deployed",
-                users.join(", ")
-            );
-        }
-        if !defined.is_empty() {
-            let names: Vec<&str> = defined.iter().map(|o| o.name.as_str()).collect();
-            anyhow::bail!(
-                "{what} are not supported yet (the file defines {}): nothing was deployed",
-                names.join(", ")
-            );
-        }
-    }
     let mut warnings = Vec::new();
     for s in &stack.services {
         if s.ports.is_empty() {
@@ -275,6 +239,27 @@ fn service_spec(s: &rswarm_stack::StackService) -> anyhow::Result<ServiceSpec> {
         rswarm_stack::EndpointMode::Vip => rswarm_proto::model::EndpointMode::Vip,
         rswarm_stack::EndpointMode::Dnsrr => rswarm_proto::model::EndpointMode::Dnsrr,
     };
+    // Secrets and configs are named; the manager resolves the names to ids.
+    // A relative target is under /run/secrets/ for a secret and under / for a config, as
+    // Docker reads it.
+    let file_ref = |f: &rswarm_stack::FileRef, base: &str| rswarm_proto::model::FileReference {
+        source_id: String::new(),
+        source_name: f.name.clone(),
+        target: if f.target.starts_with('/') {
+            f.target.clone()
+        } else {
+            format!("{base}{}", f.target)
+        },
+        uid: f.uid.clone(),
+        gid: f.gid.clone(),
+        mode: f.mode,
+    };
+    spec.task.container.secrets = s
+        .secrets
+        .iter()
+        .map(|f| file_ref(f, "/run/secrets/"))
+        .collect();
+    spec.task.container.configs = s.configs.iter().map(|f| file_ref(f, "/")).collect();
     if let Some(u) = &s.update_config {
         spec.update_config = update_config(u);
     }
@@ -325,6 +310,16 @@ fn same_spec(stored: &pb::Service, wanted: &ServiceSpec, ids: &BTreeMap<String, 
     }
     stored.networks.sort_by(|a, b| a.target.cmp(&b.target));
     wanted.networks.sort_by(|a, b| a.target.cmp(&b.target));
+    // Stored references carry the resolved ids; the file names them.
+    for r in stored
+        .task
+        .container
+        .secrets
+        .iter_mut()
+        .chain(stored.task.container.configs.iter_mut())
+    {
+        r.source_id.clear();
+    }
     stored == wanted
 }
 
@@ -349,7 +344,72 @@ async fn deploy(host: &str, a: &DeployArgs) -> anyhow::Result<()> {
         to_create.push(network_spec(n)?);
     }
 
+    // The data of the secrets and configs the stack creates, read before anything changes.
+    let mut files = Vec::new();
+    for (kind, objs) in [("secret", &stack.secrets), ("config", &stack.configs)] {
+        for o in objs.iter().filter(|o| !o.external) {
+            let Some(path) = &o.file else { continue };
+            let data = std::fs::read(path)
+                .with_context(|| format!("{kind} {}: {}", o.name, path.display()))?;
+            files.push((kind, o, data));
+        }
+    }
+
     let mut c = client::connect(host).await?;
+    // Secrets and configs first: services refer to them.
+    let secrets: BTreeSet<String> = c
+        .list_secrets(pb::ListSecretsRequest {})
+        .await?
+        .into_inner()
+        .secrets
+        .into_iter()
+        .filter_map(|s| s.spec.map(|s| s.name))
+        .collect();
+    let configs: BTreeSet<String> = c
+        .list_configs(pb::ListConfigsRequest {})
+        .await?
+        .into_inner()
+        .configs
+        .into_iter()
+        .filter_map(|s| s.spec.map(|s| s.name))
+        .collect();
+    for (kind, objs, have) in [
+        ("secret", &stack.secrets, &secrets),
+        ("config", &stack.configs, &configs),
+    ] {
+        for o in objs.iter().filter(|o| o.external) {
+            if !have.contains(&o.name) {
+                anyhow::bail!(
+                    "{kind} {} is declared as external, but it does not exist: create it with `rswarm {kind} create {} FILE`",
+                    o.name,
+                    o.name
+                );
+            }
+        }
+    }
+    for (kind, o, data) in files {
+        let have = if kind == "secret" { &secrets } else { &configs };
+        // Existing ones are left as they are: their data cannot change under running tasks.
+        if have.contains(&o.name) {
+            continue;
+        }
+        println!("Creating {kind} {}", o.name);
+        let spec = pb::SecretSpec {
+            name: o.name.clone(),
+            labels: o.labels.clone().into_iter().collect(),
+            data,
+        };
+        if kind == "secret" {
+            c.create_secret(pb::CreateSecretRequest { spec: Some(spec) })
+                .await
+                .map(drop)
+        } else {
+            c.create_config(pb::CreateConfigRequest { spec: Some(spec) })
+                .await
+                .map(drop)
+        }
+        .with_context(|| format!("creating {kind} {}", o.name))?;
+    }
     let networks = all_networks(&mut c).await?;
     let services = all_services(&mut c).await?;
     let have_network = |name: &str| networks.iter().any(|n| network_name(n) == name);
@@ -611,6 +671,51 @@ async fn rm_one(c: &mut ControlClient<Channel>, stack: &str) -> anyhow::Result<(
             anyhow::Error::new(st).context(format!("removing network {}", network_name(n)))
         })?;
     }
+    // The stack's own secrets and configs (external ones carry no stack label).
+    let ours =
+        |labels: &std::collections::HashMap<String, String>| stack_label(labels) == Some(stack);
+    let secrets = c
+        .list_secrets(pb::ListSecretsRequest {})
+        .await?
+        .into_inner()
+        .secrets;
+    for sec in secrets
+        .iter()
+        .filter(|x| x.spec.as_ref().is_some_and(|sp| ours(&sp.labels)))
+    {
+        let n = sec
+            .spec
+            .as_ref()
+            .map(|sp| sp.name.clone())
+            .unwrap_or_default();
+        println!("Removing secret {n}");
+        c.remove_secret(pb::RemoveSecretRequest {
+            secret: sec.id.clone(),
+        })
+        .await
+        .map_err(|st| anyhow::Error::new(st).context(format!("removing secret {n}")))?;
+    }
+    let configs = c
+        .list_configs(pb::ListConfigsRequest {})
+        .await?
+        .into_inner()
+        .configs;
+    for cfg in configs
+        .iter()
+        .filter(|x| x.spec.as_ref().is_some_and(|sp| ours(&sp.labels)))
+    {
+        let n = cfg
+            .spec
+            .as_ref()
+            .map(|sp| sp.name.clone())
+            .unwrap_or_default();
+        println!("Removing config {n}");
+        c.remove_config(pb::RemoveConfigRequest {
+            config: cfg.id.clone(),
+        })
+        .await
+        .map_err(|st| anyhow::Error::new(st).context(format!("removing config {n}")))?;
+    }
     if !left.is_empty() {
         let some: Vec<String> = left
             .iter()
@@ -702,23 +807,23 @@ mod tests {
     const TWO: &str = "services:\n  web:\n    image: busybox\n    networks: [front, back]\n    ports: [\"8080:80\"]\n  api:\n    image: busybox\nnetworks:\n  front: {}\n  back: {}\n";
 
     #[test]
-    fn secrets_and_configs_are_refused_ports_warned() {
+    fn secrets_and_configs_become_named_references_ports_are_warned() {
         let with_secret = TWO.replace(
             "  api:\n    image: busybox\n",
             "  api:\n    image: busybox\n    secrets: [pw]\nsecrets:\n  pw: {external: true}\n",
         );
-        let e = check_supported(&stack(&with_secret)).expect_err("secrets refused");
-        let e = e.to_string();
-        assert!(
-            e.contains("secrets are not supported yet") && e.contains("demo_api"),
-            "{e}"
-        );
-        let unused_config = format!("{TWO}configs:\n  c: {{external: true}}\n");
-        let e = check_supported(&stack(&unused_config)).expect_err("configs refused");
-        assert!(
-            e.to_string().contains("configs are not supported yet"),
-            "{e}"
-        );
+        let st = stack(&with_secret);
+        check_supported(&st).expect("secrets are supported");
+        let api = st
+            .services
+            .iter()
+            .find(|s| s.spec.name == "demo_api")
+            .expect("api");
+        let spec = service_spec(api).expect("valid");
+        let refs = &spec.task.container.secrets;
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        assert_eq!(refs[0].source_name, "pw");
+        assert_eq!(refs[0].target, "/run/secrets/pw");
         let warnings = check_supported(&stack(TWO)).expect("ports are only warned about");
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(
