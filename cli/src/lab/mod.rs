@@ -9,7 +9,7 @@
 //! daemons share the machine's containerd (a network namespace does not hide its socket),
 //! or one the lab starts when none answers. `lab down` undoes all of it.
 //!
-//! This is a development tool: it drives iproute2's `ip` (and `ip netns exec` to start the
+//! This is a development tool: it drives iproute2's `ip` (and util-linux's `nsenter --net` to start the
 //! daemons and the registry inside their namespaces) and `kill(1)`, rather than adding
 //! netlink and syscall crates to the product. Everything it makes is named after a hash of
 //! the lab dir ([`layout`]) and recorded in the lab dir ([`ledger`], pid files in

@@ -1,4 +1,4 @@
-//! The lab's processes: started in a network namespace through `ip netns exec` (which execs,
+//! The lab's processes: started in a network namespace through `nsenter --net` (which execs,
 //! so the pid we get is the program's), recorded in pid files as `PID START_TIME`, and only
 //! ever signalled when `/proc/PID/stat` still shows that start time: a pid reused by some
 //! other process is never touched. Signals go through `kill(1)` (no unsafe code here).
@@ -61,8 +61,13 @@ pub fn spawn<S: AsRef<OsStr>>(
     let err = out.try_clone()?;
     let mut cmd = match netns {
         Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(program);
+            // `nsenter --net`, not `ip netns exec`: the latter also gives the process a
+            // mount namespace of its own, and the mounts a daemon makes for its containers
+            // (the secrets tmpfs) must be visible to containerd, in the machine's.
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(program);
             c
         }
         None => Command::new(program),
