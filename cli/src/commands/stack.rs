@@ -612,6 +612,16 @@ async fn rm(host: &str, stacks: &[String]) -> anyhow::Result<()> {
 
 /// Removes a stack's services, waits (up to a deadline) for their tasks to go, then removes
 /// its networks; external networks carry no stack label and stay.
+/// The (id, name) of the secrets or configs labelled as `stack`'s.
+fn labelled(objs: &[pb::Secret], stack: &str) -> Vec<(String, String)> {
+    objs.iter()
+        .filter_map(|o| {
+            let spec = o.spec.as_ref()?;
+            (stack_label(&spec.labels) == Some(stack)).then(|| (o.id.clone(), spec.name.clone()))
+        })
+        .collect()
+}
+
 async fn rm_one(c: &mut ControlClient<Channel>, stack: &str) -> anyhow::Result<()> {
     let services = services_of(c, stack).await?;
     let networks: Vec<pb::Network> = all_networks(c)
@@ -672,49 +682,27 @@ async fn rm_one(c: &mut ControlClient<Channel>, stack: &str) -> anyhow::Result<(
         })?;
     }
     // The stack's own secrets and configs (external ones carry no stack label).
-    let ours =
-        |labels: &std::collections::HashMap<String, String>| stack_label(labels) == Some(stack);
     let secrets = c
         .list_secrets(pb::ListSecretsRequest {})
         .await?
         .into_inner()
         .secrets;
-    for sec in secrets
-        .iter()
-        .filter(|x| x.spec.as_ref().is_some_and(|sp| ours(&sp.labels)))
-    {
-        let n = sec
-            .spec
-            .as_ref()
-            .map(|sp| sp.name.clone())
-            .unwrap_or_default();
+    for (id, n) in labelled(&secrets, stack) {
         println!("Removing secret {n}");
-        c.remove_secret(pb::RemoveSecretRequest {
-            secret: sec.id.clone(),
-        })
-        .await
-        .map_err(|st| anyhow::Error::new(st).context(format!("removing secret {n}")))?;
+        c.remove_secret(pb::RemoveSecretRequest { secret: id })
+            .await
+            .map_err(|st| anyhow::Error::new(st).context(format!("removing secret {n}")))?;
     }
     let configs = c
         .list_configs(pb::ListConfigsRequest {})
         .await?
         .into_inner()
         .configs;
-    for cfg in configs
-        .iter()
-        .filter(|x| x.spec.as_ref().is_some_and(|sp| ours(&sp.labels)))
-    {
-        let n = cfg
-            .spec
-            .as_ref()
-            .map(|sp| sp.name.clone())
-            .unwrap_or_default();
+    for (id, n) in labelled(&configs, stack) {
         println!("Removing config {n}");
-        c.remove_config(pb::RemoveConfigRequest {
-            config: cfg.id.clone(),
-        })
-        .await
-        .map_err(|st| anyhow::Error::new(st).context(format!("removing config {n}")))?;
+        c.remove_config(pb::RemoveConfigRequest { config: id })
+            .await
+            .map_err(|st| anyhow::Error::new(st).context(format!("removing config {n}")))?;
     }
     if !left.is_empty() {
         let some: Vec<String> = left
