@@ -44,7 +44,7 @@ root=${root%/}
 if [[ -z $root ]]; then
   command -v apt-get >/dev/null || die "this script installs Debian packages: apt-get not found"
   missing=()
-  for p in containerd runc; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in containerd runc; do [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p"); done
   if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -40,7 +40,7 @@ say "installing what building rswarm and the lab need"
 bash deploy/setup.sh >&2
 missing=()
 for p in containerd runc docker-registry skopeo busybox-static iproute2 jq; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+  [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive

@@ -4,7 +4,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 pkgs=(build-essential pkg-config protobuf-compiler jq curl openssl python3 iproute2 ca-certificates)
 missing=()
-for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+for p in "${pkgs[@]}"; do [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p"); done
 if ((${#missing[@]})); then
   apt-get update -q
   apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}"

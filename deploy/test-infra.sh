@@ -30,7 +30,7 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
 install_packages() {
   local pkgs=(containerd runc docker-registry skopeo busybox-static protobuf-compiler curl ca-certificates)
   local missing=() p
-  for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  for p in "${pkgs[@]}"; do [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p"); done
   ((${#missing[@]})) || return 0
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
