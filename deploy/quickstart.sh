@@ -39,7 +39,7 @@ fi
 say "installing what building rswarm and the lab need"
 bash deploy/setup.sh >&2
 missing=()
-for p in containerd runc docker-registry skopeo busybox-static iproute2 jq; do
+for p in containerd runc docker-registry skopeo busybox-static iproute2 nftables jq; do
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -14,6 +14,7 @@ bash deploy/test-infra.sh start
 trap 'bash deploy/test-infra.sh stop' EXIT
 export RSWARM_CONTAINERD_TESTS=1
 export RSWARM_LAB_TESTS=1   # tests/tests/lab.rs: real labs, each in its own network namespace (root)
+export RSWARM_NET_TESTS=1   # netd's kernel tests: scratch network namespaces of their own (root)
 target=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
 export RSWARM_BIN="$target/debug/rswarm"
 cargo nextest run --workspace --no-fail-fast
@@ -23,9 +24,9 @@ if [[ ! -d $acc ]]; then
   exit 1
 fi
 # The acceptance scripts of resolved issues, in order; each later issue adds its own.
-for s in control-plane lab; do
+for s in control-plane lab network stack; do
   echo "== acceptance: $s"
-  if [[ $s == lab ]] && ip -4 -o addr show | grep -q ' 198\.18\.0\.'; then
+  if [[ $s != control-plane ]] && ip -4 -o addr show | grep -q ' 198\.18\.0\.'; then
     # A lab is up on this machine (the quickstart's?): run this one in a network namespace
     # of its own, which stands in for the machine.
     ip netns add rswarm-acc-sandbox

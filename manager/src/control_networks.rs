@@ -35,6 +35,44 @@ pub async fn create_network(
         spec.ok_or_else(|| ControlError::InvalidArgument("a network spec is required".into()))?;
     let spec =
         NetworkSpec::try_from(spec).map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    if spec.ingress {
+        return Err(ControlError::InvalidArgument(format!(
+            "network {}: the ingress network is made by the managers when a service first publishes a port",
+            spec.name
+        )));
+    }
+    make_network(m, spec).await
+}
+
+/// The routing mesh's network, made the first time a service publishes a port through
+/// it (Swarm makes it at `init`; made on demand here, so clusters that publish nothing
+/// carry no ingress sandbox on every node).
+pub(crate) async fn ensure_ingress(m: &Manager) -> Result<NetworkId, ControlError> {
+    for _ in 0..ALLOCATION_ATTEMPTS {
+        if let Some(id) = m.store.view(|s| s.ingress_network().map(|n| n.id.clone())) {
+            return Ok(id);
+        }
+        let spec = NetworkSpec {
+            name: INGRESS.into(),
+            ingress: true,
+            ..Default::default()
+        };
+        match make_network(m, spec).await {
+            Ok(n) => return Ok(NetworkId(n.id)),
+            // Made concurrently by another request: look again.
+            Err(ControlError::FailedPrecondition(_)) => catch_up(m).await,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ControlError::FailedPrecondition(format!(
+        "a network named {INGRESS} exists but is not the ingress network; remove it to publish ports"
+    )))
+}
+
+/// The ingress network's name, as Swarm's.
+pub const INGRESS: &str = "ingress";
+
+async fn make_network(m: &Manager, spec: NetworkSpec) -> Result<pb::Network, ControlError> {
     let id = NetworkId(random_id());
     let now = now_ms();
     for attempt in 1..=ALLOCATION_ATTEMPTS {
@@ -54,6 +92,7 @@ pub async fn create_network(
                 },
                 spec: spec.clone(),
                 allocation,
+                node_endpoints: Default::default(),
             })
         })?;
         match m

@@ -9,8 +9,8 @@ use crate::proposer::{ProposeError, Proposer};
 use crate::store::State;
 use rswarm_proto::convert::{service_to_pb, task_to_pb};
 use rswarm_proto::model::{
-    Command, CommandError, Endpoint, Meta, NetworkId, Service, ServiceId, ServiceMode, ServiceSpec,
-    TaskState,
+    Command, CommandError, Endpoint, Meta, NetworkId, PortConfig, Protocol, PublishMode, Service,
+    ServiceId, ServiceMode, ServiceSpec, TaskState,
 };
 use rswarm_proto::pb;
 use std::collections::BTreeSet;
@@ -35,6 +35,7 @@ fn attach_networks(
     s: &State,
     spec: &ServiceSpec,
     current: &Endpoint,
+    me: Option<&ServiceId>,
 ) -> Result<(ServiceSpec, Endpoint), ControlError> {
     let mut spec = spec.clone();
     // Secrets and configs are named by id too.
@@ -50,10 +51,78 @@ fn attach_networks(
         }
         c.target = n.id.to_string();
     }
-    let endpoint = Allocator::new(s)
+    let mut endpoint = Allocator::new(s)
         .allocate_endpoint(&spec, current)
         .map_err(|e| ControlError::FailedPrecondition(e.to_string()))?;
+    endpoint.ports = publish_ports(s, &spec, current, me)?;
     Ok((spec, endpoint))
+}
+
+/// Swarm's range for published ports the managers choose.
+const DYNAMIC_PORTS: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+/// The service's published ports with every number chosen: a port asked for must not be
+/// published through the mesh by another service (a mesh port answers on every node); a
+/// port left to the managers keeps the number it had, else takes the lowest free one of
+/// 30000–32767. Host-mode ports are only checked for duplicates within the service (they
+/// bind on the nodes that run a task, as Swarm's).
+fn publish_ports(
+    s: &State,
+    spec: &ServiceSpec,
+    current: &Endpoint,
+    me: Option<&ServiceId>,
+) -> Result<Vec<PortConfig>, ControlError> {
+    let mut taken: std::collections::BTreeMap<(Protocol, u16), &str> = Default::default();
+    for o in s.services.values().filter(|o| Some(&o.id) != me) {
+        for p in o
+            .endpoint
+            .ports
+            .iter()
+            .filter(|p| p.mode == PublishMode::Ingress)
+        {
+            taken.insert((p.protocol, p.published), &o.spec.name);
+        }
+    }
+    let mut mine: BTreeSet<(Protocol, u16, PublishMode)> = BTreeSet::new();
+    let mut out = Vec::with_capacity(spec.ports.len());
+    for p in &spec.ports {
+        let mut p = *p;
+        if p.published == 0 {
+            let kept = current
+                .ports
+                .iter()
+                .find(|c| c.target == p.target && c.protocol == p.protocol && c.mode == p.mode);
+            let free = |n: &u16| {
+                !taken.contains_key(&(p.protocol, *n)) && !mine.contains(&(p.protocol, *n, p.mode))
+            };
+            p.published = match kept.map(|c| c.published).filter(free) {
+                Some(n) => n,
+                None => DYNAMIC_PORTS.clone().find(free).ok_or_else(|| {
+                    ControlError::FailedPrecondition(
+                        "no free port left in 30000-32767 to publish".into(),
+                    )
+                })?,
+            };
+        }
+        if p.mode == PublishMode::Ingress {
+            if let Some(by) = taken.get(&(p.protocol, p.published)) {
+                return Err(ControlError::FailedPrecondition(format!(
+                    "port {}/{} is already published by service {by}",
+                    p.published,
+                    p.protocol.as_str()
+                )));
+            }
+        }
+        if !mine.insert((p.protocol, p.published, p.mode)) {
+            return Err(ControlError::InvalidArgument(format!(
+                "port {}/{} is published twice",
+                p.published,
+                p.protocol.as_str()
+            )));
+        }
+        out.push(p);
+    }
+    Ok(out)
 }
 
 /// Whether a refused write lost a race with another allocation (or a network going), so
@@ -104,6 +173,9 @@ pub async fn create_service(
     spec: Option<pb::ServiceSpec>,
 ) -> Result<pb::Service, ControlError> {
     let asked = spec_from_pb(spec)?;
+    if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
+        crate::control_networks::ensure_ingress(m).await?;
+    }
     let now = now_ms();
     let id = ServiceId(random_id());
     for attempt in 1..=ALLOCATION_ATTEMPTS {
@@ -111,7 +183,7 @@ pub async fn create_service(
             if s.services.values().any(|o| o.spec.name == asked.name) {
                 return Err(service_name_taken(&asked.name));
             }
-            let (spec, endpoint) = attach_networks(s, &asked, &Endpoint::default())?;
+            let (spec, endpoint) = attach_networks(s, &asked, &Endpoint::default(), None)?;
             Ok(Service {
                 id: id.clone(),
                 meta: Meta {
@@ -170,10 +242,13 @@ pub async fn update_service(
     req: pb::UpdateServiceRequest,
 ) -> Result<pb::Service, ControlError> {
     let asked = spec_from_pb(req.spec)?;
+    if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
+        crate::control_networks::ensure_ingress(m).await?;
+    }
     for attempt in 0..5 {
         let (current, (spec, endpoint)) = m.store.view(|s| {
             let current = s.find_service(&req.service)?.clone();
-            let attached = attach_networks(s, &asked, &current.endpoint)?;
+            let attached = attach_networks(s, &asked, &current.endpoint, Some(&current.id))?;
             Ok::<_, ControlError>((current, attached))
         })?;
         if req.version != 0 && req.version != current.meta.version {
@@ -193,7 +268,10 @@ pub async fn update_service(
             ));
         }
         let mut next = current.clone();
-        if next.spec.task != spec.task || next.spec.networks != spec.networks {
+        if next.spec.task != spec.task
+            || next.spec.networks != spec.networks
+            || next.spec.ports != spec.ports
+        {
             next.spec_version += 1;
             // A rolling update starts; `service rollback` goes back to this spec.
             next.update_status = rswarm_proto::model::UpdateStatus {
@@ -450,4 +528,75 @@ pub async fn rollback_service(m: &Manager, key: &str) -> Result<pb::Service, Con
         .view(|s| s.services.get(&svc.id).cloned())
         .unwrap_or(svc);
     Ok(service_view(m, &svc))
+}
+
+#[cfg(test)]
+mod port_tests {
+    use super::*;
+    use crate::allocator::tests::{apply, service_spec};
+
+    fn port(published: u16, target: u16, mode: PublishMode) -> PortConfig {
+        PortConfig {
+            protocol: Protocol::Tcp,
+            target,
+            published,
+            mode,
+        }
+    }
+
+    fn with_ports(s: &mut State, name: &str, ports: Vec<PortConfig>) -> Service {
+        let mut spec = service_spec(name, &[], EndpointMode::Vip);
+        spec.ports = ports;
+        let endpoint = Endpoint {
+            ports: publish_ports(s, &spec, &Endpoint::default(), None).expect("free"),
+            ..Default::default()
+        };
+        let svc = Service {
+            id: ServiceId(name.into()),
+            spec,
+            endpoint,
+            ..Default::default()
+        };
+        apply(s, Command::CreateService(Box::new(svc.clone()))).expect("create");
+        svc
+    }
+
+    use rswarm_proto::model::EndpointMode;
+
+    #[test]
+    fn mesh_ports_are_unique_in_the_cluster_and_chosen_from_30000() {
+        let mut s = State::default();
+        let a = with_ports(
+            &mut s,
+            "a",
+            vec![
+                port(8080, 80, PublishMode::Ingress),
+                port(0, 81, PublishMode::Ingress),
+            ],
+        );
+        assert_eq!(a.endpoint.ports[1].published, 30000);
+        let mut spec = service_spec("b", &[], EndpointMode::Vip);
+        spec.ports = vec![port(8080, 80, PublishMode::Ingress)];
+        let err = publish_ports(&s, &spec, &Endpoint::default(), None).expect_err("taken");
+        assert!(
+            err.to_string().contains("already published by service a"),
+            "{err}"
+        );
+        // Host-mode ports bind per node: not a cluster-wide conflict.
+        spec.ports = vec![
+            port(8080, 80, PublishMode::Host),
+            port(0, 90, PublishMode::Ingress),
+        ];
+        let got = publish_ports(&s, &spec, &Endpoint::default(), None).expect("free");
+        assert_eq!(got[1].published, 30001, "30000 is a's");
+        // A service keeps its own ports when updated.
+        let again = publish_ports(&s, &a.spec, &a.endpoint, Some(&a.id)).expect("its own");
+        assert_eq!(again, a.endpoint.ports);
+        spec.ports = vec![
+            port(9000, 80, PublishMode::Ingress),
+            port(9000, 81, PublishMode::Ingress),
+        ];
+        let err = publish_ports(&s, &spec, &Endpoint::default(), None).expect_err("twice");
+        assert!(err.to_string().contains("published twice"), "{err}");
+    }
 }

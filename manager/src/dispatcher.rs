@@ -364,12 +364,14 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             let mut sent = assignments_of(&m, &node);
             // The secrets and configs its tasks use, in every message (see dispatcher.proto).
             let mut sent_files = m.store.view(|s| crate::secrets::node_files(s, &node));
+            let mut sent_view = m.store.view(|s| crate::netview::network_view(s, &node));
             let first = pb::AssignmentsMessage {
                 complete: true,
                 update: sent.values().map(|(_, t)| t.clone()).collect(),
                 remove: Vec::new(),
                 secrets: sent_files.0.clone(),
                 configs: sent_files.1.clone(),
+                network_view: encode_view(&sent_view),
             };
             if tx.send(Ok(first)).await.is_err() {
                 return;
@@ -399,7 +401,9 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     .map(|id| id.to_string())
                     .collect();
                 let files = m.store.view(|s| crate::secrets::node_files(s, &node));
-                if update.is_empty() && remove.is_empty() && files == sent_files {
+                let view = m.store.view(|s| crate::netview::network_view(s, &node));
+                let view_changed = view != sent_view;
+                if update.is_empty() && remove.is_empty() && files == sent_files && !view_changed {
                     continue;
                 }
                 let msg = pb::AssignmentsMessage {
@@ -408,8 +412,14 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
                     remove,
                     secrets: files.0.clone(),
                     configs: files.1.clone(),
+                    network_view: if view_changed {
+                        encode_view(&view)
+                    } else {
+                        Vec::new()
+                    },
                 };
                 sent_files = files;
+                sent_view = view;
                 if tx.send(Ok(msg)).await.is_err() {
                     break;
                 }
@@ -476,6 +486,12 @@ impl pb::dispatcher_server::Dispatcher for DispatcherService {
             period_ms: heartbeat_period(&m).as_millis() as u64,
         }))
     }
+}
+
+/// The network view as the wire carries it (see dispatcher.proto).
+fn encode_view(v: &rswarm_proto::model::NetworkView) -> Vec<u8> {
+    // Serializing plain data to JSON cannot fail; an empty message means "unchanged".
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// Whether `t` belongs in its node's assignments: scheduled there, and not both finished and

@@ -19,6 +19,7 @@ pub mod control_services;
 pub mod dispatcher;
 pub mod ids;
 pub mod manager;
+pub mod netview;
 pub mod orchestrator;
 pub mod proposer;
 pub mod raft;

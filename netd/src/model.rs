@@ -18,6 +18,12 @@ use std::net::Ipv4Addr;
 pub const VXLAN_PORT: u16 = 4789;
 /// What VXLAN adds to each frame over IPv4: outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14.
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// The task id a veth names when its far end is not a task but the node's own (underlay)
+/// namespace: the node's endpoint on the ingress network, through which published ports
+/// reach tasks anywhere.
+pub const HOST_ENDPOINT: &str = "host";
+/// The name of the node's endpoint in its own namespace.
+pub const HOST_ENDPOINT_IF: &str = "rsw_ingress";
 /// The bridge's name inside every sandbox (each sandbox is its own namespace).
 pub const BRIDGE: &str = "br0";
 /// How many characters of a network or task id go into names (interface names are at most
@@ -251,7 +257,11 @@ pub fn desired(input: &NodeView) -> DesiredState {
                     mtu,
                     master: BRIDGE.to_owned(),
                     task: task.id.clone(),
-                    peer: task_if_name(index),
+                    peer: if task.id.as_str() == HOST_ENDPOINT {
+                        HOST_ENDPOINT_IF.to_owned()
+                    } else {
+                        task_if_name(index)
+                    },
                     mac: Mac::from_ip(addr.addr()),
                 }),
             );

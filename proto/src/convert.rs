@@ -4,9 +4,9 @@
 use crate::model::{
     ContainerSpec, EndpointMode, HealthCheck, IpamConfig, Ipv4Cidr, Meta, Mount, MountType,
     Network, NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, Placement,
-    ResourceRequirements, Resources, RestartCondition, RestartPolicy, Service, ServiceMode,
-    ServiceSpec, SpreadOver, Task, TaskSpec, TaskState, TaskStatus, UpdateConfig,
-    UpdateFailureAction, UpdateOrder, UpdateState,
+    PortConfig, Protocol, PublishMode, ResourceRequirements, Resources, RestartCondition,
+    RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec, TaskState,
+    TaskStatus, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState,
 };
 use crate::pb;
 use std::net::Ipv4Addr;
@@ -334,7 +334,56 @@ impl From<&ServiceSpec> for pb::ServiceSpec {
             endpoint_mode: s.endpoint_mode.as_str().into(),
             update_config: Some(update_config_to_pb(&s.update_config)),
             rollback_config: Some(update_config_to_pb(&s.rollback_config)),
+            ports: s.ports.iter().map(port_to_pb).collect(),
         }
+    }
+}
+
+pub fn port_to_pb(p: &PortConfig) -> pb::PortConfig {
+    pb::PortConfig {
+        protocol: p.protocol.as_str().into(),
+        target: p.target.into(),
+        published: p.published.into(),
+        mode: p.mode.as_str().into(),
+    }
+}
+
+impl TryFrom<pb::PortConfig> for PortConfig {
+    type Error = ConvertError;
+    fn try_from(p: pb::PortConfig) -> Result<Self, ConvertError> {
+        let protocol = match p.protocol.as_str() {
+            "" => Protocol::Tcp,
+            s => Protocol::parse(s)
+                .ok_or_else(|| invalid("port protocol", format!("{s:?}: expected tcp or udp")))?,
+        };
+        let mode = match p.mode.as_str() {
+            "" => PublishMode::Ingress,
+            s => PublishMode::parse(s)
+                .ok_or_else(|| invalid("port mode", format!("{s:?}: expected ingress or host")))?,
+        };
+        let port = |what: &'static str, v: u32| {
+            u16::try_from(v).map_err(|_| invalid(what, format!("{v}: ports go up to 65535")))
+        };
+        let target = port("target port", p.target)?;
+        if target == 0 {
+            return Err(invalid(
+                "target port",
+                "a published port needs its target port",
+            ));
+        }
+        let published = port("published port", p.published)?;
+        if published == 0 && mode == PublishMode::Host {
+            return Err(invalid(
+                "published port",
+                format!("{target}: a host-mode port needs its published port"),
+            ));
+        }
+        Ok(PortConfig {
+            protocol,
+            target,
+            published,
+            mode,
+        })
     }
 }
 
@@ -472,6 +521,11 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
             endpoint_mode,
             update_config: update_config_from_pb(s.update_config)?,
             rollback_config: update_config_from_pb(s.rollback_config)?,
+            ports: s
+                .ports
+                .into_iter()
+                .map(PortConfig::try_from)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -511,6 +565,7 @@ pub fn service_to_pb(s: &Service) -> pb::Service {
                     addr: v.addr.to_string(),
                 })
                 .collect(),
+            ports: s.endpoint.ports.iter().map(port_to_pb).collect(),
         }),
     }
 }
@@ -545,6 +600,7 @@ impl From<&NetworkSpec> for pb::NetworkSpec {
             labels: n.labels.clone().into_iter().collect(),
             attachable: n.attachable,
             internal: n.internal,
+            ingress: n.ingress,
             ipam: Some(pb::IpamConfig {
                 subnet: n.ipam.subnet.map(|s| s.to_string()).unwrap_or_default(),
                 gateway: n.ipam.gateway.map(|g| g.to_string()).unwrap_or_default(),
@@ -604,6 +660,7 @@ impl TryFrom<pb::NetworkSpec> for NetworkSpec {
             attachable: n.attachable,
             internal: n.internal,
             ipam: IpamConfig { subnet, gateway },
+            ingress: n.ingress,
         })
     }
 }

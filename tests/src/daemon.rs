@@ -226,6 +226,9 @@ impl Daemon {
             .args(["--listen-addr", &addr, "--advertise-addr", &addr])
             .args(["--hostname", &self.name])
             .args(["--containerd-namespace", &self.namespace])
+            // Several test daemons share the machine's network namespace: no node
+            // networking there (the lab tests have it, one namespace per host).
+            .arg("--no-networking")
             .args(&self.extra_args)
             .env("NO_COLOR", "1")
             .env_remove("RSWARM_HOST")

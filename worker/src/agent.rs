@@ -37,6 +37,8 @@ pub struct AgentConfig {
     /// Runs the tasks assigned to this node; `None` when no container runtime is available
     /// (the node then takes no assignments).
     pub tasks: Option<Arc<crate::tasks::TaskManager>>,
+    /// The node's network agent, fed the network view that comes with the assignments.
+    pub network: Option<Arc<dyn crate::exec::TaskNetwork>>,
 }
 
 /// Manager addresses to try, shared with the daemon (which persists them).
@@ -166,6 +168,10 @@ async fn session(
         tokio::select! {
             msg = next_assignment(&mut assignments) => match msg {
                 Some(Ok(m)) => {
+                    if let (Some(net), false) = (&cfg.network, m.network_view.is_empty()) {
+                        // Before the tasks, so that a new task's peers and names are known.
+                        net.set_view(&m.network_view).await;
+                    }
                     if let Some((tm, _)) = &assignments {
                         // Before the tasks, so that a new task finds its files.
                         tm.executor().set_files(crate::exec::NodeFiles::from_pb(m.secrets, m.configs));

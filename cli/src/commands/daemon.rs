@@ -33,6 +33,11 @@ pub struct DaemonArgs {
     /// Where to serve Prometheus metrics (IP:PORT).
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// Run tasks without the node's networking (no overlay, DNS, published ports or
+    /// egress: each container gets an unconnected namespace). For tests that run several
+    /// daemons in one network namespace.
+    #[arg(long)]
+    no_networking: bool,
 }
 
 fn machine_hostname() -> String {
@@ -79,6 +84,7 @@ pub async fn run(a: DaemonArgs) -> anyhow::Result<()> {
         containerd: a.containerd,
         containerd_namespace: a.containerd_namespace,
         insecure_registries: a.insecure_registry,
+        networking: !a.no_networking,
     };
     let filter = EnvFilter::try_from_env("RSWARM_LOG").unwrap_or_else(|_| {
         EnvFilter::new("warn,rswarm=info,rswarm_manager=info,rswarm_worker=info")

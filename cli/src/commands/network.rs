@@ -75,6 +75,7 @@ fn spec_from_args(a: &CreateArgs) -> anyhow::Result<pb::NetworkSpec> {
         labels,
         attachable: a.attachable,
         internal: a.internal,
+        ingress: false,
         ipam: Some(pb::IpamConfig {
             subnet: a.subnet.clone().unwrap_or_default(),
             gateway: a.gateway.clone().unwrap_or_default(),

@@ -5,9 +5,9 @@ use crate::output::{self, Format};
 use clap::{Args, Subcommand};
 use rswarm_proto::model::{
     parse_duration, ContainerSpec, EndpointMode, HealthCheck, Mount, MountType,
-    NetworkAttachmentConfig, Placement, ResourceRequirements, Resources, RestartCondition,
-    RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec, UpdateConfig,
-    UpdateFailureAction, UpdateOrder,
+    NetworkAttachmentConfig, Placement, PortConfig, Protocol, PublishMode, ResourceRequirements,
+    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
+    UpdateConfig, UpdateFailureAction, UpdateOrder,
 };
 use rswarm_proto::pb;
 use rswarm_proto::pb::control_client::ControlClient;
@@ -176,6 +176,10 @@ pub struct CreateArgs {
     /// How the service is reached on its networks: a virtual IP, or DNS round robin.
     #[arg(long, default_value = "vip", value_parser = ["vip", "dnsrr"])]
     endpoint_mode: String,
+    /// Publish a port: PUBLISHED:TARGET[/PROTO], or
+    /// [mode=host|ingress,]published=P,target=T[,protocol=tcp|udp]; repeatable.
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
     #[command(flatten)]
     update: UpdateFlags,
     /// Return at once instead of waiting for the tasks to run.
@@ -283,6 +287,53 @@ fn parse_mount(v: &str) -> Result<Mount, FlagError> {
 }
 
 /// `--network NAME` or `--network name=NAME,alias=A,...`.
+/// `--publish`: Docker's short form `PUBLISHED:TARGET[/PROTO]` (or `TARGET[/PROTO]`, the
+/// managers choosing the published port) or the long form `key=value,...`.
+pub fn parse_publish(v: &str) -> Result<PortConfig, FlagError> {
+    const EXPECTED: &str =
+        "expected PUBLISHED:TARGET[/PROTO] or [mode=host,]published=P,target=T[,protocol=udp]";
+    let bad = |why: &str| flag_err("--publish", v, why);
+    let num = |s: &str, what: &str| -> Result<u16, FlagError> {
+        match s.parse::<u16>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(bad(&format!("{what} {s:?} is not a port (1-65535)"))),
+        }
+    };
+    let proto = |s: &str| Protocol::parse(s).ok_or_else(|| bad("protocol must be tcp or udp"));
+    let mut p = PortConfig::default();
+    if v.contains('=') {
+        let mut target = None;
+        for part in v.split(',') {
+            match part.split_once('=') {
+                Some(("mode", m)) => {
+                    p.mode =
+                        PublishMode::parse(m).ok_or_else(|| bad("mode must be ingress or host"))?
+                }
+                Some(("published", n)) => p.published = num(n, "published")?,
+                Some(("target", n)) => target = Some(num(n, "target")?),
+                Some(("protocol", s)) => p.protocol = proto(s)?,
+                _ => return Err(bad(EXPECTED)),
+            }
+        }
+        p.target = target.ok_or_else(|| bad("target is required"))?;
+    } else {
+        let (ports, pr) = v.split_once('/').unwrap_or((v, "tcp"));
+        p.protocol = proto(pr)?;
+        match ports.split_once(':') {
+            Some((published, target)) => {
+                p.published = num(published, "published")?;
+                p.target = num(target, "target")?;
+            }
+            None if !ports.is_empty() => p.target = num(ports, "target")?,
+            None => return Err(bad(EXPECTED)),
+        }
+    }
+    if p.mode == PublishMode::Host && p.published == 0 {
+        return Err(bad("a host-mode port needs published=P"));
+    }
+    Ok(p)
+}
+
 fn parse_network(v: &str) -> Result<NetworkAttachmentConfig, FlagError> {
     if !v.contains('=') {
         if v.trim().is_empty() || v.contains(',') {
@@ -493,6 +544,11 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
             .map(|n| parse_network(n))
             .collect::<Result<_, _>>()?,
         endpoint_mode: EndpointMode::parse(&a.endpoint_mode).unwrap_or_default(),
+        ports: a
+            .publish
+            .iter()
+            .map(|p| parse_publish(p))
+            .collect::<Result<_, _>>()?,
         update_config: a.update.apply(UpdateConfig::default())?,
         rollback_config: UpdateConfig::default(),
     })
@@ -717,7 +773,17 @@ pub fn ls_row(s: &pb::Service) -> Value {
         "replicas_desired": s.replicas_desired,
         "replicas_running": s.replicas_running,
         "image": image,
-        "ports": [],
+        "ports": s.endpoint.as_ref().map(|e| e.ports.iter().map(port_json).collect::<Vec<_>>()).unwrap_or_default(),
+    })
+}
+
+/// A published port as `ls` and `inspect` show it (DESIGN.md).
+fn port_json(p: &pb::PortConfig) -> Value {
+    json!({
+        "published": p.published,
+        "target": p.target,
+        "protocol": if p.protocol.is_empty() { "tcp" } else { p.protocol.as_str() },
+        "mode": if p.mode.is_empty() { "ingress" } else { p.mode.as_str() },
     })
 }
 
@@ -745,6 +811,7 @@ pub fn inspect_value(s: &pb::Service) -> Value {
             "mode": mode_value(&spec),
             "networks": spec.networks.iter().map(|n| json!({"target": n.target, "aliases": n.aliases})).collect::<Vec<_>>(),
             "endpoint_mode": if spec.endpoint_mode.is_empty() { "vip" } else { spec.endpoint_mode.as_str() },
+            "ports": spec.ports.iter().map(port_json).collect::<Vec<_>>(),
             "task_template": {
                 "container_spec": {
                     "image": c.image, "command": c.command, "args": c.args, "env": c.env,
@@ -779,6 +846,7 @@ pub fn inspect_value(s: &pb::Service) -> Value {
             "virtual_ips": s.endpoint.as_ref().map(|e| e.virtual_ips.iter().map(|v| json!({
                 "network": v.network_id, "network_name": v.network_name, "addr": v.addr,
             })).collect::<Vec<_>>()).unwrap_or_default(),
+            "ports": s.endpoint.as_ref().map(|e| e.ports.iter().map(port_json).collect::<Vec<_>>()).unwrap_or_default(),
         },
         "replicas_desired": s.replicas_desired,
         "replicas_running": s.replicas_running,
@@ -1253,6 +1321,38 @@ async fn converge(c: &mut ControlClient<Channel>, id: &str, quiet: bool) -> anyh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn publish_flags_parse_like_docker() {
+        let p = parse_publish("8080:80").expect("short");
+        assert_eq!(
+            (p.published, p.target, p.protocol, p.mode),
+            (8080, 80, Protocol::Tcp, PublishMode::Ingress)
+        );
+        let p = parse_publish("53:53/udp").expect("udp");
+        assert_eq!(p.protocol, Protocol::Udp);
+        let p = parse_publish("80").expect("target only");
+        assert_eq!((p.published, p.target), (0, 80));
+        let p = parse_publish("mode=host,published=8081,target=80").expect("long");
+        assert_eq!(
+            (p.published, p.target, p.mode),
+            (8081, 80, PublishMode::Host)
+        );
+        for bad in [
+            "",
+            "x:80",
+            "8080:0",
+            "70000:80",
+            "8080:80/sctp",
+            "mode=host,target=80",
+            "published=80",
+            "mode=x,published=1,target=2",
+            "a=b",
+        ] {
+            let e = parse_publish(bad).expect_err(bad);
+            assert!(e.to_string().contains("--publish"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn sizes_and_cpus_parse_like_docker() {

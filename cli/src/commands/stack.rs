@@ -165,29 +165,10 @@ async fn services_of(
     Ok(v)
 }
 
-/// What the cluster cannot do yet: secrets and configs are refused (there are no such
-/// objects yet); published ports are ignored with a warning (no routing mesh yet), since
-/// the services work without them. Returns the warnings.
+/// What the cluster does not do with a file's options: network driver options and IPAM
+/// drivers are ignored with a warning. Returns the warnings.
 fn check_supported(stack: &StackSpec) -> anyhow::Result<Vec<String>> {
     let mut warnings = Vec::new();
-    for s in &stack.services {
-        if s.ports.is_empty() {
-            continue;
-        }
-        let ports: Vec<String> = s
-            .ports
-            .iter()
-            .map(|p| match p.published {
-                Some(pub_) => format!("{pub_}:{}/{}", p.target, p.protocol.as_str()),
-                None => format!("{}/{}", p.target, p.protocol.as_str()),
-            })
-            .collect();
-        warnings.push(format!(
-            "warning: published ports are not supported yet (no routing mesh): ignoring ports {} of service {}",
-            ports.join(", "),
-            s.spec.name
-        ));
-    }
     for n in &stack.networks {
         if !n.external && (!n.driver_opts.is_empty() || n.ipam_driver.is_some()) {
             warnings.push(format!(
@@ -214,6 +195,7 @@ fn network_spec(n: &rswarm_stack::StackNetwork) -> anyhow::Result<pb::NetworkSpe
         labels: n.labels.clone().into_iter().collect(),
         attachable: n.attachable,
         internal: n.internal,
+        ingress: false,
         ipam: Some(pb::IpamConfig {
             subnet: n.subnets.first().cloned().unwrap_or_default(),
             gateway: String::new(),
@@ -239,6 +221,39 @@ fn service_spec(s: &rswarm_stack::StackService) -> anyhow::Result<ServiceSpec> {
         rswarm_stack::EndpointMode::Vip => rswarm_proto::model::EndpointMode::Vip,
         rswarm_stack::EndpointMode::Dnsrr => rswarm_proto::model::EndpointMode::Dnsrr,
     };
+    spec.ports = s
+        .ports
+        .iter()
+        .map(|p| {
+            use rswarm_proto::model::{PortConfig, Protocol, PublishMode};
+            let protocol = match p.protocol {
+                rswarm_stack::Protocol::Tcp => Protocol::Tcp,
+                rswarm_stack::Protocol::Udp => Protocol::Udp,
+                rswarm_stack::Protocol::Sctp => anyhow::bail!(
+                    "service {}: port {}/sctp: only tcp and udp ports can be published",
+                    s.spec.name,
+                    p.target
+                ),
+            };
+            let mode = match p.mode {
+                rswarm_stack::PublishMode::Ingress => PublishMode::Ingress,
+                rswarm_stack::PublishMode::Host => PublishMode::Host,
+            };
+            if mode == PublishMode::Host && p.published.is_none() {
+                anyhow::bail!(
+                    "service {}: a host-mode port needs its published port (target {})",
+                    s.spec.name,
+                    p.target
+                );
+            }
+            Ok(PortConfig {
+                protocol,
+                target: p.target,
+                published: p.published.unwrap_or(0),
+                mode,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
     // Secrets and configs are named; the manager resolves the names to ids.
     // A relative target is under /run/secrets/ for a secret and under / for a config, as
     // Docker reads it.
@@ -795,7 +810,7 @@ mod tests {
     const TWO: &str = "services:\n  web:\n    image: busybox\n    networks: [front, back]\n    ports: [\"8080:80\"]\n  api:\n    image: busybox\nnetworks:\n  front: {}\n  back: {}\n";
 
     #[test]
-    fn secrets_and_configs_become_named_references_ports_are_warned() {
+    fn secrets_and_configs_become_named_references_and_ports_are_published() {
         let with_secret = TWO.replace(
             "  api:\n    image: busybox\n",
             "  api:\n    image: busybox\n    secrets: [pw]\nsecrets:\n  pw: {external: true}\n",
@@ -812,12 +827,18 @@ mod tests {
         assert_eq!(refs.len(), 1, "{refs:?}");
         assert_eq!(refs[0].source_name, "pw");
         assert_eq!(refs[0].target, "/run/secrets/pw");
-        let warnings = check_supported(&stack(TWO)).expect("ports are only warned about");
-        assert_eq!(warnings.len(), 1, "{warnings:?}");
-        assert!(
-            warnings[0].contains("8080:80/tcp") && warnings[0].contains("demo_web"),
-            "{warnings:?}"
-        );
+        let warnings = check_supported(&stack(TWO)).expect("ports are supported");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let two = stack(TWO);
+        let web = two
+            .services
+            .iter()
+            .find(|s| s.spec.name == "demo_web")
+            .expect("web");
+        let ports = service_spec(web).expect("valid").ports;
+        assert_eq!(ports.len(), 1);
+        assert_eq!((ports[0].published, ports[0].target), (8080, 80));
+        assert_eq!(ports[0].mode, rswarm_proto::model::PublishMode::Ingress);
     }
 
     #[test]

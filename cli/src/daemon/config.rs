@@ -16,6 +16,8 @@ pub struct DaemonConfig {
     pub containerd: PathBuf,
     pub containerd_namespace: String,
     pub insecure_registries: Vec<String>,
+    /// Whether tasks get the node's networking (see `worker::network`).
+    pub networking: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

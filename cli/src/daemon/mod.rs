@@ -4,6 +4,7 @@
 
 pub mod config;
 mod control;
+mod netbridge;
 mod node;
 mod node_agent;
 pub mod persist;
@@ -29,8 +30,23 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         "container runtime settings"
     );
 
-    let executor = connect_executor(&cfg).await;
-    let runtime = Arc::new(NodeRuntime::new(cfg.clone(), executor));
+    let (executor, network) = match connect_executor(&cfg).await {
+        Some(e) => {
+            let network = cfg.networking.then(|| {
+                let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+                let agent = rswarm_netd::agent::NetAgent::new(
+                    cfg.data_dir.join("net"),
+                    rswarm_netd::dns::upstreams_from_resolv_conf(&host),
+                );
+                e.set_network(Arc::new(netbridge::NetBridge(agent.clone())));
+                tokio::spawn(agent.clone().run());
+                agent
+            });
+            (Some(e as Arc<dyn rswarm_worker::exec::Executor>), network)
+        }
+        None => (None, None),
+    };
+    let runtime = Arc::new(NodeRuntime::new(cfg.clone(), executor, network));
     runtime
         .resume()
         .await
@@ -66,7 +82,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 }
 
 /// The container runtime, if containerd answers; without it the node takes no tasks.
-async fn connect_executor(cfg: &DaemonConfig) -> Option<Arc<dyn rswarm_worker::exec::Executor>> {
+async fn connect_executor(
+    cfg: &DaemonConfig,
+) -> Option<Arc<rswarm_worker::containerd::ContainerdExecutor>> {
     use rswarm_worker::containerd::{ContainerdExecutor, LogWriterCommand};
     let binary = match std::env::current_exe() {
         Ok(b) => b,

@@ -99,6 +99,8 @@ pub struct NodeRuntime {
     cfg: DaemonConfig,
     /// Runs this node's tasks; `None` without a container runtime.
     tasks: Option<Arc<rswarm_worker::tasks::TaskManager>>,
+    /// The node's networking; `None` without a runtime or with `--no-networking`.
+    network: Option<Arc<rswarm_netd::agent::NetAgent>>,
     data: DataDir,
     slot: ManagerSlot,
     slot_setter: ManagerSlotSetter,
@@ -174,9 +176,11 @@ impl NodeRuntime {
     pub fn new(
         cfg: DaemonConfig,
         executor: Option<Arc<dyn rswarm_worker::exec::Executor>>,
+        network: Option<Arc<rswarm_netd::agent::NetAgent>>,
     ) -> Self {
         let (slot_setter, slot) = manager_slot();
         Self {
+            network,
             tasks: executor.map(rswarm_worker::tasks::TaskManager::new),
             data: DataDir::new(cfg.data_dir.clone()),
             cfg,
@@ -326,7 +330,34 @@ impl NodeRuntime {
             ),
             advertise_addr: node.advertise_addr.clone(),
             tasks: self.tasks.clone(),
+            network: self.network.clone().map(|n| {
+                Arc::new(super::netbridge::NetBridge(n))
+                    as Arc<dyn rswarm_worker::exec::TaskNetwork>
+            }),
         };
+        if let Some(net) = &self.network {
+            let ip = node
+                .advertise_addr
+                .parse::<SocketAddr>()
+                .ok()
+                .and_then(|a| match a.ip() {
+                    std::net::IpAddr::V4(v4) => Some(v4),
+                    std::net::IpAddr::V6(_) => None,
+                });
+            match ip {
+                Some(ip) => {
+                    let (net, id) = (
+                        net.clone(),
+                        rswarm_proto::model::NodeId(node.node_id.clone()),
+                    );
+                    tokio::spawn(async move { net.set_identity(id, ip).await });
+                }
+                None => warn!(
+                    "the node's address {} is not IPv4: overlay networking is off",
+                    node.advertise_addr
+                ),
+            }
+        }
         let channels = Arc::new(AgentChannels(running.connector.clone()));
         running.agent = Some(tokio::spawn(agent::run(
             cfg,
@@ -781,6 +812,13 @@ impl NodeRuntime {
             }
         }
         self.stop(&mut inner).await;
+        // As Swarm's: a node that leaves keeps none of the cluster's tasks or networking.
+        if let Some(tm) = &self.tasks {
+            tm.set_all(Vec::new()).await;
+        }
+        if let Some(net) = &self.network {
+            net.leave().await;
+        }
         inner.node = None;
         inner.creds = None;
         self.data.wipe()?;

@@ -189,6 +189,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("containerd", "containerd"),
     ("runc", "runc"),
     ("docker-registry", "docker-registry"),
+    ("nft", "nftables"),
 ];
 
 /// Refuses, in one line naming the packages, when a program the lab runs is missing.

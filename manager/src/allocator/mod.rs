@@ -15,7 +15,7 @@ mod pool;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use pool::{next_host, next_subnet, next_vni};
 
@@ -213,6 +213,14 @@ impl Allocator {
         Ok(out)
     }
 
+    /// One address on `network`, for a node's endpoint there.
+    pub fn allocate_address(&mut self, network: &NetworkId) -> Result<Ipv4Cidr, AllocError> {
+        self.pools
+            .get_mut(network)
+            .ok_or_else(|| AllocError::UnknownNetwork(network.to_string()))?
+            .take()
+    }
+
     /// An address on each of `networks` for a new task; all or none.
     pub fn allocate_task(
         &mut self,
@@ -244,11 +252,22 @@ impl Allocator {
     }
 }
 
-/// The networks a service's tasks join, by id (stored specs name networks by id).
-pub fn service_networks(svc: &Service) -> Vec<NetworkId> {
-    svc.spec
+/// The networks a service's tasks join, by id (stored specs name networks by id): its own,
+/// then the ingress network if it publishes a port through the routing mesh (so an
+/// ingress-only task's interface is `eth0`, as in Swarm).
+pub fn service_networks(state: &State, svc: &Service) -> Vec<NetworkId> {
+    let mut out: Vec<NetworkId> = svc
+        .spec
         .networks
         .iter()
         .map(|c| NetworkId(c.target.clone()))
-        .collect()
+        .collect();
+    if svc.publishes_through_mesh() {
+        if let Some(n) = state.ingress_network() {
+            if !out.contains(&n.id) {
+                out.push(n.id.clone());
+            }
+        }
+    }
+    out
 }

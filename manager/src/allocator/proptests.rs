@@ -134,7 +134,7 @@ proptest! {
                 Op::RemoveNetwork(k) => {
                     if let Some(id) = pick(s.networks.keys().cloned(), k) {
                         let used = s.services.values().any(|svc| {
-                            service_networks(svc).contains(&id)
+                            service_networks(&s, svc).contains(&id)
                         });
                         let r = apply(&mut s, Command::RemoveNetwork { id });
                         prop_assert_eq!(r.is_ok(), !used, "{:?}", r);
@@ -166,7 +166,7 @@ proptest! {
                     if let Some(id) = pick(s.services.keys().cloned(), k) {
                         let svc = s.services[&id].clone();
                         // The lowest free address of each network is what the task gets.
-                        let lowest: Vec<Option<std::net::Ipv4Addr>> = service_networks(&svc)
+                        let lowest: Vec<Option<std::net::Ipv4Addr>> = service_networks(&s, &svc)
                             .iter()
                             .map(|n| {
                                 let used: BTreeSet<_> =

@@ -8,12 +8,12 @@ use rswarm_proto::model::{
     TaskId, TaskState, TaskStatus,
 };
 
-pub(super) fn cidr(s: &str) -> Ipv4Cidr {
+pub(crate) fn cidr(s: &str) -> Ipv4Cidr {
     s.parse().expect("a CIDR")
 }
 
 /// Applies `cmd` at the next index; the store's answer.
-pub(super) fn apply(s: &mut State, cmd: Command) -> Result<(), CommandError> {
+pub(crate) fn apply(s: &mut State, cmd: Command) -> Result<(), CommandError> {
     let index = s
         .networks
         .values()
@@ -26,7 +26,7 @@ pub(super) fn apply(s: &mut State, cmd: Command) -> Result<(), CommandError> {
     s.apply(index, &cmd).map(|_| ())
 }
 
-pub(super) fn spec(name: &str, subnet: Option<&str>, gateway: Option<&str>) -> NetworkSpec {
+pub(crate) fn spec(name: &str, subnet: Option<&str>, gateway: Option<&str>) -> NetworkSpec {
     NetworkSpec {
         name: name.into(),
         ipam: IpamConfig {
@@ -38,7 +38,7 @@ pub(super) fn spec(name: &str, subnet: Option<&str>, gateway: Option<&str>) -> N
 }
 
 /// Creates network `name` (id `name` too) as the control API does.
-pub(super) fn create_network(
+pub(crate) fn create_network(
     s: &mut State,
     name: &str,
     subnet: Option<&str>,
@@ -49,12 +49,13 @@ pub(super) fn create_network(
         meta: Meta::default(),
         spec: spec(name, subnet, None),
         allocation,
+        node_endpoints: Default::default(),
     };
     apply(s, Command::CreateNetwork(Box::new(n.clone()))).expect("apply takes a fresh allocation");
     Ok(n)
 }
 
-pub(super) fn service_spec(name: &str, networks: &[&str], mode: EndpointMode) -> ServiceSpec {
+pub(crate) fn service_spec(name: &str, networks: &[&str], mode: EndpointMode) -> ServiceSpec {
     ServiceSpec {
         name: name.into(),
         networks: networks
@@ -70,7 +71,7 @@ pub(super) fn service_spec(name: &str, networks: &[&str], mode: EndpointMode) ->
 }
 
 /// Creates service `name` (id `name`) with its VIPs.
-pub(super) fn create_service(
+pub(crate) fn create_service(
     s: &mut State,
     name: &str,
     networks: &[&str],
@@ -89,7 +90,7 @@ pub(super) fn create_service(
     Ok(svc)
 }
 
-pub(super) fn task_of(svc: &str, id: &str, networks: Vec<NetworkAttachment>) -> Task {
+pub(crate) fn task_of(svc: &str, id: &str, networks: Vec<NetworkAttachment>) -> Task {
     Task {
         id: TaskId(id.into()),
         service_id: ServiceId(svc.into()),
@@ -106,8 +107,8 @@ pub(super) fn task_of(svc: &str, id: &str, networks: Vec<NetworkAttachment>) -> 
 }
 
 /// Creates task `id` of service `svc` with addresses on the service's networks.
-pub(super) fn create_task(s: &mut State, svc: &str, id: &str) -> Result<Task, AllocError> {
-    let nets = service_networks(&s.services[&ServiceId(svc.into())]);
+pub(crate) fn create_task(s: &mut State, svc: &str, id: &str) -> Result<Task, AllocError> {
+    let nets = service_networks(s, &s.services[&ServiceId(svc.into())]);
     let attachments = Allocator::new(s).allocate_task(&nets)?;
     let t = task_of(svc, id, attachments);
     apply(s, Command::CreateTask(Box::new(t.clone()))).expect("apply takes fresh addresses");

@@ -14,7 +14,7 @@ pub mod update;
 pub use global::reconcile_global;
 pub use replicated::reconcile_replicated;
 pub use restart::{restart_decision, RestartDecision};
-pub use run::run;
+pub use run::{pass, run};
 
 use rswarm_proto::model::{
     Node, NodeAvailability, NodeState, Service, ServiceId, Task, TaskId, TaskState, UpdateStatus,

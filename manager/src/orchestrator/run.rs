@@ -186,7 +186,44 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
             });
         }
     }
+    cmds.extend(node_endpoints(state, &mut alloc));
     (cmds, wake)
+}
+
+/// Every node has its own address on the ingress network (where published ports enter
+/// the mesh); a removed node's goes back.
+fn node_endpoints(state: &State, alloc: &mut Option<Allocator>) -> Vec<Command> {
+    let Some(ingress) = state.ingress_network() else {
+        return Vec::new();
+    };
+    let mut cmds = Vec::new();
+    for node in ingress.node_endpoints.keys() {
+        if !state.nodes.contains_key(node) {
+            cmds.push(Command::SetNodeEndpoint {
+                network: ingress.id.clone(),
+                node: node.clone(),
+                addr: None,
+            });
+        }
+    }
+    for node in state.nodes.keys() {
+        if ingress.node_endpoints.contains_key(node) {
+            continue;
+        }
+        let alloc = alloc.get_or_insert_with(|| Allocator::new(state));
+        match alloc.allocate_address(&ingress.id) {
+            Ok(addr) => cmds.push(Command::SetNodeEndpoint {
+                network: ingress.id.clone(),
+                node: node.clone(),
+                addr: Some(addr),
+            }),
+            Err(e) => {
+                warn!(node.id = %node, "no ingress address for the node: {e}");
+                break;
+            }
+        }
+    }
+    cmds
 }
 
 /// Gives a new task an address on each of its service's networks and makes it pending;
@@ -199,7 +236,7 @@ fn attach(
     t: &mut Task,
     now: u64,
 ) -> bool {
-    let networks = svc.map(service_networks).unwrap_or_default();
+    let networks = svc.map(|s| service_networks(state, s)).unwrap_or_default();
     if networks.is_empty() && t.status.state != TaskState::New {
         return true;
     }

@@ -333,6 +333,42 @@ impl State {
                 self.networks.insert(n.id.clone(), n.clone());
                 Ok(vec![Event::NetworkCreated(Box::new(n))])
             }
+            Command::SetNodeEndpoint {
+                network,
+                node,
+                addr,
+            } => {
+                let net = self
+                    .networks
+                    .get(network)
+                    .ok_or_else(|| CommandError::NotFound {
+                        kind: "network".into(),
+                        id: network.to_string(),
+                    })?;
+                if let Some(addr) = addr {
+                    if !self.nodes.contains_key(node) {
+                        return Err(CommandError::NotFound {
+                            kind: "node".into(),
+                            id: node.to_string(),
+                        });
+                    }
+                    if net.node_endpoints.get(node) != Some(addr) {
+                        super::networks::check_host(net, addr)?;
+                        let used = self.addresses_in_use(network, Some(super::Holder::Node(node)));
+                        if let Some(by) = used.get(&addr.addr()) {
+                            return Err(super::networks::taken(net, addr.addr(), by));
+                        }
+                    }
+                }
+                let mut n = net.clone();
+                match addr {
+                    Some(a) => n.node_endpoints.insert(node.clone(), *a),
+                    None => n.node_endpoints.remove(node),
+                };
+                n.meta.version = index;
+                self.networks.insert(n.id.clone(), n.clone());
+                Ok(vec![Event::NetworkUpdated(Box::new(n))])
+            }
             Command::RemoveNetwork { id } => {
                 let current = self
                     .networks

@@ -24,6 +24,7 @@ pub enum Event {
     TaskRemoved(Box<Task>),
     NetworkCreated(Box<Network>),
     NetworkRemoved(Box<Network>),
+    NetworkUpdated(Box<Network>),
     /// Every event of one log entry has been published.
     Commit {
         index: u64,

@@ -59,6 +59,11 @@ impl State {
         })
     }
 
+    /// The routing mesh's network, once made.
+    pub fn ingress_network(&self) -> Option<&Network> {
+        self.networks.values().find(|n| n.spec.ingress)
+    }
+
     /// Finds a network by id, name, or unique id prefix.
     pub fn find_network(&self, key: &str) -> Result<&Network, LookupError> {
         if key.is_empty() {

@@ -19,6 +19,7 @@ pub const VNI_MAX: u32 = (1 << 24) - 1;
 pub enum Holder<'a> {
     Service(&'a ServiceId),
     Task(&'a TaskId),
+    Node(&'a rswarm_proto::model::NodeId),
 }
 
 impl State {
@@ -32,6 +33,11 @@ impl State {
         let mut used = BTreeMap::new();
         if let Some(n) = self.networks.get(network) {
             used.insert(n.allocation.gateway, "the network's gateway".to_owned());
+            for (node, addr) in &n.node_endpoints {
+                if !matches!(except, Some(Holder::Node(id)) if id == node) {
+                    used.insert(addr.addr(), format!("node {node}"));
+                }
+            }
         }
         for svc in self.services.values() {
             if matches!(except, Some(Holder::Service(id)) if *id == svc.id) {
@@ -113,7 +119,11 @@ impl State {
     /// What still uses a network, if anything: a service that names it or has a VIP on
     /// it, or a task of a service that still holds an address on it.
     pub(super) fn network_user(&self, id: &NetworkId) -> Option<String> {
+        let ingress = self.networks.get(id).is_some_and(|n| n.spec.ingress);
         for svc in self.services.values() {
+            if ingress && svc.publishes_through_mesh() {
+                return Some(format!("service {}", svc.spec.name));
+            }
             let named = svc.spec.networks.iter().any(|c| c.target == id.as_str())
                 || svc.endpoint.virtual_ips.iter().any(|v| &v.network == id);
             if named {
@@ -242,7 +252,7 @@ pub(super) fn release_if_done(t: &mut Task) {
     }
 }
 
-fn check_host(net: &Network, addr: &Ipv4Cidr) -> Result<(), CommandError> {
+pub(super) fn check_host(net: &Network, addr: &Ipv4Cidr) -> Result<(), CommandError> {
     let subnet = net.allocation.subnet;
     if addr.prefix() != subnet.prefix() || !subnet.is_host(addr.addr()) {
         return Err(CommandError::Invalid(format!(
@@ -253,7 +263,7 @@ fn check_host(net: &Network, addr: &Ipv4Cidr) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn taken(net: &Network, addr: Ipv4Addr, by: &str) -> CommandError {
+pub(super) fn taken(net: &Network, addr: Ipv4Addr, by: &str) -> CommandError {
     CommandError::Conflict(format!(
         "address {addr} on network {} is taken by {by}",
         net.spec.name

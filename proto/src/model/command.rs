@@ -102,6 +102,13 @@ pub enum Command {
     CreateConfig(Box<Config>),
     /// Removes a config; refused (`InUse`) while a service refers to it.
     RemoveConfig { id: String },
+    /// Gives a node its own address on a network (the ingress network's node endpoints),
+    /// or takes it back (`None`). Refused (`Conflict`) if the address is taken.
+    SetNodeEndpoint {
+        network: NetworkId,
+        node: NodeId,
+        addr: Option<super::Ipv4Cidr>,
+    },
 }
 
 /// Why the store refused a command. Refusals are results, not Raft failures: the entry is

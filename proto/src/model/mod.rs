@@ -6,6 +6,7 @@ mod cluster;
 mod command;
 mod duration;
 mod ids;
+mod netview;
 mod network;
 mod node;
 mod secret;
@@ -16,9 +17,10 @@ pub use cluster::{Cluster, ClusterSpec, JoinSecrets, RootCaMaterial};
 pub use command::{Command, CommandError, CommandResponse};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use ids::{ClusterId, NetworkId, NodeId, RaftId, ServiceId, TaskId};
+pub use netview::{NetworkView, ServiceView, TaskView};
 pub use network::{
     CidrError, Endpoint, IpamConfig, Ipv4Cidr, Network, NetworkAllocation, NetworkAttachment,
-    NetworkDriver, NetworkSpec, VirtualIp,
+    NetworkDriver, NetworkSpec, PortConfig, Protocol, PublishMode, VirtualIp,
 };
 pub use node::{
     ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,

@@ -166,6 +166,10 @@ pub struct NetworkSpec {
     /// No egress to the outside world.
     pub internal: bool,
     pub ipam: IpamConfig,
+    /// The routing mesh's network, `ingress`: made by the managers when a service first
+    /// publishes a port through the mesh; every node has an endpoint on it.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 /// What the allocator chose for a network: fixed for its life.
@@ -196,6 +200,10 @@ pub struct Network {
     pub meta: Meta,
     pub spec: NetworkSpec,
     pub allocation: NetworkAllocation,
+    /// Each node's own address on the network (the ingress network only: where published
+    /// ports enter the mesh), chosen by the allocator.
+    #[serde(default)]
+    pub node_endpoints: BTreeMap<super::NodeId, Ipv4Cidr>,
 }
 
 /// A task's place on one network: its address there (with the subnet's prefix length).
@@ -214,10 +222,96 @@ pub struct VirtualIp {
     pub addr: Ipv4Cidr,
 }
 
-/// How a service is reached: its VIPs, one per network (none under `dnsrr`).
+/// How a service is reached: its VIPs, one per network (none under `dnsrr`), and its
+/// published ports with every published port number chosen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     pub virtual_ips: Vec<VirtualIp>,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+}
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "tcp" => Some(Protocol::Tcp),
+            "udp" => Some(Protocol::Udp),
+            _ => None,
+        }
+    }
+}
+
+/// Where a published port answers: on every node through the routing mesh (Swarm's
+/// default), or only on the nodes running a task.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    #[default]
+    Ingress,
+    Host,
+}
+
+impl PublishMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ingress" => Some(PublishMode::Ingress),
+            "host" => Some(PublishMode::Host),
+            _ => None,
+        }
+    }
+}
+
+/// A published port.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct PortConfig {
+    pub protocol: Protocol,
+    /// The port inside the task.
+    pub target: u16,
+    /// On the cluster; 0 in a spec: the managers pick one (from 30000, as Swarm).
+    pub published: u16,
+    pub mode: PublishMode,
+}
+
+impl fmt::Display for PortConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}->{}/{}",
+            self.published,
+            self.target,
+            self.protocol.as_str()
+        )?;
+        if self.mode == PublishMode::Host {
+            f.write_str(" (host)")?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

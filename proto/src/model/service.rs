@@ -206,6 +206,9 @@ pub struct ServiceSpec {
     pub networks: Vec<NetworkAttachmentConfig>,
     #[serde(default)]
     pub endpoint_mode: EndpointMode,
+    /// Published ports.
+    #[serde(default)]
+    pub ports: Vec<super::PortConfig>,
     /// How tasks are replaced when the task spec changes.
     #[serde(default)]
     pub update_config: UpdateConfig,
@@ -295,4 +298,14 @@ pub struct Service {
     pub previous_spec: Option<Box<ServiceSpec>>,
     #[serde(default)]
     pub update_status: UpdateStatus,
+}
+
+impl Service {
+    /// Whether it publishes a port through the routing mesh (its tasks join `ingress`).
+    pub fn publishes_through_mesh(&self) -> bool {
+        self.spec
+            .ports
+            .iter()
+            .any(|p| p.mode == super::PublishMode::Ingress)
+    }
 }

@@ -37,6 +37,8 @@ pub struct ContainerdController {
     task: Task,
     id: String,
     netns: Option<PathBuf>,
+    /// The task's first overlay address, for its /etc/hosts.
+    address: Option<std::net::Ipv4Addr>,
     image: Option<Arc<ImageInfo>>,
 }
 
@@ -52,6 +54,7 @@ impl ContainerdController {
             task,
             id,
             netns,
+            address: None,
             image: None,
         }
     }
@@ -118,13 +121,18 @@ impl ContainerdController {
             resolv_conf: dir.join("resolv.conf"),
         };
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let address = self.address.map(|a| a.to_string());
+        // With the node's networking, names go to the embedded DNS in the task's own
+        // namespace (which forwards the rest to the host's resolvers), as Docker's.
+        let resolv = if self.inner.network().is_some() {
+            spec::embedded_resolv_conf(&host_resolv)
+        } else {
+            spec::container_resolv_conf(&host_resolv)
+        };
         for (path, content) in [
             (&files.hostname, format!("{hostname}\n")),
-            (&files.hosts, spec::hosts_file(hostname, None)),
-            (
-                &files.resolv_conf,
-                spec::container_resolv_conf(&host_resolv),
-            ),
+            (&files.hosts, spec::hosts_file(hostname, address.as_deref())),
+            (&files.resolv_conf, resolv),
         ] {
             std::fs::write(path, content).map_err(|e| err(format!("{}: {e}", path.display())))?;
         }
@@ -442,6 +450,18 @@ impl Controller for ContainerdController {
             .ensure_image(&self.task.spec.container.image)
             .await?;
         self.image = Some(image.clone());
+        if let Some(net) = self.inner.network() {
+            // A kernel call that fails here fails this task only, with the reason.
+            let tn = net
+                .attach(&self.task)
+                .await
+                .map_err(|e| ExecError::Create {
+                    task: self.task.id.clone(),
+                    reason: format!("network: {e}"),
+                })?;
+            self.netns = Some(tn.netns);
+            self.address = tn.address;
+        }
         let lease = self.inner.client.lease("create").await?;
         let r = self.create_leased(&lease, &image).await;
         self.inner.client.release(lease).await;
@@ -524,7 +544,11 @@ impl Controller for ContainerdController {
     }
 
     async fn remove(&mut self) -> Result<(), ExecError> {
-        self.inner.remove_container(&self.id, &self.task.id).await
+        self.inner.remove_container(&self.id, &self.task.id).await?;
+        if let Some(net) = self.inner.network() {
+            net.detach(&self.task.id).await;
+        }
+        Ok(())
     }
 
     async fn exec(&mut self, cmd: &[String], timeout: Duration) -> Result<ExecOutput, ExecError> {

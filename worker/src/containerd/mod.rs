@@ -89,6 +89,9 @@ pub(crate) struct Inner {
     pulls_started: AtomicU64,
     /// The secrets and configs of this node's tasks, in memory only (see [`files`]).
     files: std::sync::RwLock<crate::exec::NodeFiles>,
+    /// The node's network agent: tasks get their namespaces from it. `None`: containers
+    /// get a fresh, unconnected namespace (tests of the executor alone).
+    network: std::sync::RwLock<Option<Arc<dyn crate::exec::TaskNetwork>>>,
 }
 
 impl ContainerdExecutor {
@@ -122,8 +125,18 @@ impl ContainerdExecutor {
                 pulls: Mutex::new(HashMap::new()),
                 pulls_started: AtomicU64::new(0),
                 files: Default::default(),
+                network: Default::default(),
             }),
         })
+    }
+
+    /// Gives tasks' containers their networking through `agent`.
+    pub fn set_network(&self, agent: Arc<dyn crate::exec::TaskNetwork>) {
+        *self
+            .inner
+            .network
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(agent);
     }
 
     pub fn namespace(&self) -> &str {
@@ -336,6 +349,13 @@ impl Inner {
         files::remove(&self.state_dir, id)
     }
 
+    pub(crate) fn network(&self) -> Option<Arc<dyn crate::exec::TaskNetwork>> {
+        self.network
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn volume_dir(&self, name: &str) -> PathBuf {
         self.state_dir.join("volumes").join(name)
     }
@@ -418,7 +438,11 @@ impl Executor for ContainerdExecutor {
             .await?;
         self.inner
             .remove_container(&c.container_id, &c.task_id)
-            .await
+            .await?;
+        if let Some(net) = self.inner.network() {
+            net.detach(&c.task_id).await;
+        }
+        Ok(())
     }
 }
 

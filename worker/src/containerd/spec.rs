@@ -392,6 +392,21 @@ pub fn container_resolv_conf(host: &str) -> String {
     out
 }
 
+/// A resolv.conf pointing at the embedded DNS (127.0.0.11), keeping the host's search
+/// domains and options, as Docker writes it for containers on user networks.
+pub fn embedded_resolv_conf(host: &str) -> String {
+    let mut out = String::from("nameserver 127.0.0.11\n");
+    for line in host.lines() {
+        let first = line.split_whitespace().next();
+        if matches!(first, Some("search" | "domain")) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str("options ndots:0\n");
+    out
+}
+
 /// Signal names and numbers (Linux, x86 and arm): `SIGTERM`, `TERM` and `15` all work.
 pub fn parse_signal(s: &str) -> Option<u32> {
     let s = s.trim();

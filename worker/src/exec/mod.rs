@@ -77,6 +77,27 @@ pub trait Executor: Send + Sync + 'static {
     fn set_files(&self, _files: NodeFiles) {}
 }
 
+/// What a task's container needs from the node's networking.
+#[derive(Debug, Clone)]
+pub struct TaskNet {
+    /// The network namespace the container joins (a bind-mounted namespace file).
+    pub netns: std::path::PathBuf,
+    /// The task's first overlay address, for its /etc/hosts.
+    pub address: Option<std::net::Ipv4Addr>,
+}
+
+/// The node's networking as the executor and the agent see it (netd's agent, wired in by
+/// the daemon; the worker does not depend on netd).
+#[tonic::async_trait]
+pub trait TaskNetwork: Send + Sync + 'static {
+    /// Makes the task's namespace and connects it; idempotent. An error fails the task.
+    async fn attach(&self, task: &Task) -> Result<TaskNet, String>;
+    /// Tears the task's networking down; idempotent.
+    async fn detach(&self, task: &TaskId);
+    /// The network view that came with the assignments (JSON, see dispatcher.proto).
+    async fn set_view(&self, json: &[u8]);
+}
+
 /// Secret and config data by id, as the dispatcher sends them with the assignments. Never
 /// written to the node's disk; `Debug` shows no data.
 #[derive(Clone, Default)]
