@@ -80,6 +80,7 @@ pub fn network_view(s: &State, node: &NodeId) -> NetworkView {
     for n in &view.networks {
         nodes.extend(n.node_endpoints.keys());
     }
+    view.subnets = s.networks.values().map(|n| n.allocation.subnet).collect();
     view.nodes = nodes
         .into_iter()
         .filter_map(|id| {

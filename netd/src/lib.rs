@@ -20,4 +20,4 @@ pub mod nft;
 pub use diff::{diff, NetOp};
 pub use kernel::{underlay_mtu, KernelNetlink, TaskNetns};
 pub use model::{desired, DesiredState, Mac, NodeView, ObservedState, RemoteTask};
-pub use netlink::{apply, NetdError, Netlink, NetlinkError};
+pub use netlink::{apply, apply_all, NetdError, Netlink, NetlinkError};

@@ -81,6 +81,23 @@ pub fn apply(netlink: &mut dyn Netlink, ops: &[NetOp]) -> Result<(), NetdError> 
     Ok(())
 }
 
+/// Apply every op of `ops` in order, going on past failures, and return the failures: a
+/// kernel call that fails for one task must not hold up the others (ops that depended on a
+/// failed one fail too, and say so). The next diff retries what failed.
+pub fn apply_all(netlink: &mut dyn Netlink, ops: &[NetOp]) -> Vec<NetdError> {
+    let mut failed = Vec::new();
+    for op in ops {
+        tracing::debug!(%op, "netd");
+        if let Err(source) = one(netlink, op) {
+            failed.push(NetdError::Apply {
+                op: Box::new(op.clone()),
+                source,
+            });
+        }
+    }
+    failed
+}
+
 fn one(nl: &mut dyn Netlink, op: &NetOp) -> Result<(), NetlinkError> {
     match op {
         NetOp::CreateSandbox { sandbox } => nl.create_sandbox(sandbox),

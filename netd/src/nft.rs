@@ -79,6 +79,9 @@ pub struct HostRules {
     pub ingress_subnet: Option<Ipv4Cidr>,
     /// The gateway bridge whose subnet is masqueraded on egress.
     pub gateway: GatewayConfig,
+    /// The cluster's overlay subnets: a task's traffic to them never leaves through the
+    /// gateway bridge (networks are isolated; a task reaches a network only by being on it).
+    pub isolated: Vec<Ipv4Cidr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -311,6 +314,7 @@ pub fn host_ruleset(rules: &HostRules) -> Nftables<'static> {
     b.base_chain("output", NfChainType::NAT, NfHook::Output, -100);
     b.base_chain("postrouting", NfChainType::NAT, NfHook::Postrouting, 100);
     b.base_chain("forward", NfChainType::Filter, NfHook::Forward, 0);
+    b.base_chain("input", NfChainType::Filter, NfHook::Input, 0);
     b.chain("published");
 
     let local = || {
@@ -345,14 +349,36 @@ pub fn host_ruleset(rules: &HostRules) -> Nftables<'static> {
             ],
         );
     }
-    // A port with no backends gets no rule: connections then reach the node itself (and are
-    // refused unless something listens there).
-    for i in rules.ingress.iter().filter(|i| !i.backends.is_empty()) {
+    // A mesh port with no serving task is refused on every node (the mesh owns the port:
+    // nothing else on the node answers it). reject is not allowed in nat chains, so this
+    // is the input filter, which only sees what was not DNATed.
+    for i in &rules.ingress {
+        if i.backends.is_empty() {
+            let reject = match i.proto {
+                Proto::Tcp => Some(Reject::new(Some(RejectType::TCPReset), None)),
+                Proto::Udp => None,
+            };
+            b.rule(
+                "input",
+                vec![dport(i.proto, i.published), Statement::Reject(reject)],
+            );
+        } else {
+            b.rule(
+                "published",
+                vec![
+                    dport(i.proto, i.published),
+                    dnat(balanced(&i.backends), Some(i.target)),
+                ],
+            );
+        }
+    }
+    for subnet in &rules.isolated {
         b.rule(
-            "published",
+            "forward",
             vec![
-                dport(i.proto, i.published),
-                dnat(balanced(&i.backends), Some(i.target)),
+                eq(meta(MetaKey::Iifname), s(&rules.gateway.bridge)),
+                eq(field("ip", "daddr"), prefix(subnet.subnet())),
+                Statement::Drop(None),
             ],
         );
     }
@@ -564,6 +590,7 @@ mod tests {
             ingress_if: Some("rsw_ingress".to_owned()),
             ingress_subnet: Some(cidr("10.255.0.0/16")),
             gateway: GatewayConfig::default(),
+            isolated: vec![cidr("10.31.0.0/24")],
         }
     }
 
@@ -590,6 +617,7 @@ mod tests {
                 (json!("output"), json!("output"), json!(-100)),
                 (json!("postrouting"), json!("postrouting"), json!(100)),
                 (json!("forward"), json!("forward"), json!(0)),
+                (json!("input"), json!("input"), json!(0)),
                 (json!("published"), Value::Null, Value::Null),
             ]
         );
@@ -600,15 +628,32 @@ mod tests {
         ]);
         assert_eq!(rules_of(&objs, "prerouting"), vec![jump.clone()]);
         assert_eq!(rules_of(&objs, "output"), vec![jump]);
-        assert!(rules_of(&objs, "forward").is_empty());
+        // Tasks never reach an overlay subnet through the egress bridge.
+        assert_eq!(
+            rules_of(&objs, "forward"),
+            vec![json!([
+                {"match": {"left": {"meta": {"key": "iifname"}}, "right": "rsw_gwbridge", "op": "=="}},
+                {"match": {"left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                           "right": {"prefix": {"addr": "10.31.0.0", "len": 24}}, "op": "=="}},
+                {"drop": null}
+            ])]
+        );
     }
 
     #[test]
     fn host_published_ports() {
         let objs = to_json(&host_ruleset(&sample_host()));
         let rules = rules_of(&objs, "published");
-        // The ingress port without backends gets no rule.
+        // The ingress port without backends is refused, not DNATed.
         assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules_of(&objs, "input"),
+            vec![json!([
+                {"match": {"left": {"payload": {"protocol": "udp", "field": "dport"}},
+                           "right": 5353, "op": "=="}},
+                {"reject": null}
+            ])]
+        );
         assert_eq!(
             rules[0],
             json!([
@@ -957,6 +1002,7 @@ mod tests {
                 }],
                 ingress_if: Some("h-ing".to_owned()),
                 ingress_subnet: Some(cidr("10.255.0.0/24")),
+                isolated: Vec::new(),
                 gateway: cfg.clone(),
             };
             as_node(&host, || apply_host(&rules)).expect("apply host");

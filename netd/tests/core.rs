@@ -6,7 +6,7 @@ use rswarm_netd::model::{
     desired, overlay_mtu, sandbox_name, veth_name, vxlan_name, Link, Mac, NetState, NodeView,
     RemoteTask, BRIDGE, VXLAN_PORT,
 };
-use rswarm_netd::netlink::{apply, NetdError, Netlink, NetlinkError};
+use rswarm_netd::netlink::{apply, apply_all, NetdError, Netlink, NetlinkError};
 use rswarm_proto::model::{
     Ipv4Cidr, Network, NetworkAllocation, NetworkAttachment, NetworkId, Task, TaskId, TaskState,
 };
@@ -531,6 +531,33 @@ fn a_failed_call_names_the_op_and_the_next_pass_finishes() {
         "{err}"
     );
     assert_ne!(fake.observed(), want);
+    converge(&mut fake, &want);
+}
+
+#[test]
+fn a_failure_for_one_task_does_not_hold_up_the_others() {
+    let tasks = [
+        task("t1", "n1", &[(NET_A, [10, 0, 1, 2])]),
+        task("t2", "n1", &[(NET_A, [10, 0, 1, 3])]),
+        task("t3", "n2", &[(NET_A, [10, 0, 1, 4])]),
+    ];
+    let want = desired(&view(1, &tasks));
+    let mut fake = FakeNetlink::new();
+    fake.fail_on(
+        Method::EnsureVeth,
+        NetlinkError::Os("No space left on device".into()),
+    );
+    let ops = diff(&want, &fake.observed());
+    let failed = apply_all(&mut fake, &ops);
+    // The first veth and its address fail; the other task's veth and the peers are made.
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    let NetdError::Apply { op, .. } = &failed[0];
+    assert!(matches!(**op, NetOp::CreateVeth { .. }), "{op}");
+    let observed = fake.observed();
+    let sb = observed.sandboxes.values().next().expect("the sandbox");
+    let veths = sb.links.keys().filter(|n| n.starts_with("ve-")).count();
+    assert_eq!(veths, 1, "the other task's veth: {:?}", sb.links.keys());
+    assert_eq!(sb.fdb.len(), 1, "the remote task's entry");
     converge(&mut fake, &want);
 }
 

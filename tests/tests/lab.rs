@@ -827,3 +827,228 @@ printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.
 echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
 skopeo copy -q --dest-tls-verify=false "oci:$dir:latest" "docker://$ref" >&2
 "#;
+
+/// The network namespace of lab host hN.
+fn host_ns(lab: &Lab, n: u32) -> String {
+    format!("/run/netns/rswlab-{}-h{n}", lab.id())
+}
+
+/// `program args...` inside lab host hN's network namespace.
+fn on_host(lab: &Lab, n: u32, program: &str, args: &[&str]) -> Output {
+    Command::new(nsenter())
+        .arg(format!("--net={}", host_ns(lab, n)))
+        .arg("--")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("nsenter")
+}
+
+/// What hN's daemon has made of the node's networking: network-namespace mounts under its
+/// data dir, and its links and nftables tables in the host's namespace.
+fn host_networking(lab: &Lab, n: u32) -> Vec<String> {
+    let mut out = Vec::new();
+    let data = lab.dir.join(format!("h{n}")).join("data");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for m in mounts.lines().filter_map(|l| l.split_whitespace().nth(4)) {
+        if m.starts_with(&format!("{}/net/", data.display())) {
+            out.push(format!("mount {m}"));
+        }
+    }
+    let links = text(&on_host(lab, n, "ip", &["-o", "link", "show"]).stdout);
+    for l in links.lines().filter_map(|l| l.split(':').nth(1)) {
+        let name = l.trim().split('@').next().unwrap_or("");
+        if name.starts_with("rsw") || name.starts_with("gw-") || name.starts_with("vx-") {
+            out.push(format!("link {name}"));
+        }
+    }
+    let tables = text(&on_host(lab, n, "nft", &["list", "tables"]).stdout);
+    out.extend(tables.lines().map(|t| t.trim().to_owned()));
+    out
+}
+
+/// `rswarm exec TASK -- CMD...` on h1; the output, if it succeeded.
+fn exec(lab: &Lab, service: &str, cmd: &[&str]) -> Result<String, String> {
+    let mut a = vec!["exec", service, "--"];
+    a.extend_from_slice(cmd);
+    let out = lab.on("h1", &a);
+    if out.status.success() {
+        Ok(text(&out.stdout))
+    } else {
+        Err(format!(
+            "exec {service} {cmd:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        ))
+    }
+}
+
+#[test]
+fn overlay_networking_spans_the_rack_and_leaves_nothing() {
+    if !enabled("overlay_networking_spans_the_rack_and_leaves_nothing") {
+        return;
+    }
+    let sb = Sandbox::new("net");
+    let lab = Lab::new(&sb);
+    lab.ok("up", &["--nodes", "3", "--managers", "1"]);
+    lab.push_busybox();
+    let img = "198.18.0.250:5000/busybox:latest";
+    let httpd = "mkdir -p /www; hostname > /www/index.html; exec httpd -f -p 80 -h /www";
+    let ok = |args: &[&str]| {
+        let out = lab.on("h1", args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+    };
+    ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.41.0.0/24",
+        "appnet",
+    ]);
+    ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--network",
+        "appnet",
+        "--replicas-max-per-node",
+        "1",
+        "--constraint",
+        "node.hostname!=h3",
+        img,
+        "sh",
+        "-c",
+        httpd,
+    ]);
+    ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "client",
+        "--network",
+        "appnet",
+        "--constraint",
+        "node.hostname==h3",
+        img,
+        "sleep",
+        "3600",
+    ]);
+    ok(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "pub",
+        "--publish",
+        "8080:80",
+        "--constraint",
+        "node.hostname==h2",
+        img,
+        "sh",
+        "-c",
+        httpd,
+    ]);
+    for (svc, want) in [("web", 2), ("client", 1), ("pub", 1)] {
+        wait_for(RUN, || {
+            let n = running_nodes(&lab, svc)?;
+            if n.len() == want {
+                Ok(())
+            } else {
+                Err(format!("{svc} running on {n:?}"))
+            }
+        });
+    }
+    let svc = lab
+        .json("h1", &["service", "inspect", "web"])
+        .expect("inspect");
+    let vip = svc[0]["endpoint"]["virtual_ips"][0]["addr"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("web's VIP")
+        .to_owned();
+    assert!(vip.starts_with("10.41.0."), "{vip}");
+
+    // Names: the VIP for the service, the tasks for tasks.NAME.
+    wait_for(Duration::from_secs(30), || {
+        let out = exec(&lab, "client", &["nslookup", "web"])?;
+        out.contains(&vip).then_some(()).ok_or(out)
+    });
+    let tasks = exec(&lab, "client", &["nslookup", "tasks.web"]).expect("tasks.web");
+    assert_eq!(
+        tasks.matches("10.41.0.").count(),
+        2,
+        "two tasks behind tasks.web: {tasks}"
+    );
+    // Across hosts through the VIP, balanced over both web tasks (on h1 and h2).
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let page = exec(&lab, "client", &["wget", "-qO-", "http://web/"]).expect("wget web");
+        seen.insert(page.trim().to_owned());
+    }
+    assert_eq!(seen.len(), 2, "answers from {seen:?}");
+    // The routing mesh: port 8080 answers on h1 and h3, which run no pub task.
+    for host in ["198.18.0.11", "198.18.0.13"] {
+        wait_for(Duration::from_secs(30), || {
+            let out = sb.run(
+                "timeout",
+                &[
+                    "5",
+                    "busybox",
+                    "wget",
+                    "-qO-",
+                    &format!("http://{host}:8080/"),
+                ],
+            );
+            out.status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("{host}:8080: {}", text(&out.stderr)))
+        });
+    }
+
+    // A node that leaves takes its networking with it.
+    assert!(!host_networking(&lab, 3).is_empty(), "h3 has networking");
+    let out = lab.on("h3", &["leave"]);
+    assert!(out.status.success(), "leave: {}", text(&out.stderr));
+    wait_for(Duration::from_secs(30), || {
+        let left = host_networking(&lab, 3);
+        left.is_empty().then_some(()).ok_or(format!("{left:?}"))
+    });
+
+    // Removing the services and the network leaves each host only its egress bridge, its
+    // ingress endpoint and its rules (the node's own, for as long as it is in the cluster).
+    for s in ["web", "client", "pub"] {
+        ok(&["service", "rm", s]);
+    }
+    ok(&["network", "rm", "appnet"]);
+    let nets = lab.json("h1", &["network", "ls"]).expect("network ls");
+    let ingress = nets
+        .as_array()
+        .and_then(|a| a.iter().find(|n| n["name"] == "ingress"))
+        .and_then(|n| n["id"].as_str())
+        .expect("the ingress network")
+        .to_owned();
+    let ingress_sandbox = format!("/sandboxes/rsw-{}", &ingress[..10]);
+    for n in 1..=2 {
+        wait_for(Duration::from_secs(30), || {
+            let left: Vec<String> = host_networking(&lab, n)
+                .into_iter()
+                .filter(|x| x.starts_with("mount") && !x.ends_with(&ingress_sandbox))
+                .collect();
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("h{n}: {left:?}"))
+        });
+    }
+    lab.down();
+    let left = leftovers(&sb, &lab.id(), &lab.dir);
+    assert!(left.is_empty(), "left behind by lab down: {left:#?}");
+}

@@ -25,6 +25,8 @@ use tracing::{debug, warn};
 
 /// How often the agent reconciles even without news (repairs what someone else changed).
 const RESYNC: Duration = Duration::from_secs(10);
+/// How old a task's namespace must be before it counts as stale when no task owns it.
+const STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// What a task's container needs from its network.
 #[derive(Debug, Clone)]
@@ -58,6 +60,10 @@ struct State {
     /// What was last applied, to skip rewriting unchanged rules.
     vips: BTreeMap<TaskId, Vec<nft::VipBackends>>,
     host: Option<nft::HostRules>,
+    /// The last pass's overlay failures of each task (its veth or address).
+    overlay_errors: BTreeMap<TaskId, String>,
+    /// Whether a view came since the daemon started (until then nothing is stale).
+    have_view: bool,
 }
 
 pub struct NetAgent {
@@ -77,6 +83,8 @@ pub enum NetError {
     Netns(#[from] crate::netns::NetnsError),
     #[error("egress bridge: {0}")]
     Gateway(#[from] gateway::GatewayError),
+    #[error("overlay: {0}")]
+    Overlay(String),
     #[error("no free address left on the egress bridge {0}")]
     GatewayFull(Ipv4Cidr),
     #[error("{0}")]
@@ -123,7 +131,10 @@ impl NetAgent {
     pub async fn set_view_json(&self, json: &[u8]) {
         match serde_json::from_slice::<NetworkView>(json) {
             Ok(v) => {
-                self.state.lock().await.view = v;
+                let mut st = self.state.lock().await;
+                st.view = v;
+                st.have_view = true;
+                drop(st);
                 self.kick.notify_one();
             }
             Err(e) => warn!("ignoring a malformed network view: {e}"),
@@ -152,8 +163,11 @@ impl NetAgent {
             .await
             .map_err(|e| NetError::Io(e.to_string()))??;
         // The overlay side comes from the view; reconcile now so the container starts
-        // with its interfaces.
+        // with its interfaces, and fail the task if the kernel refused them.
         self.reconcile().await;
+        if let Some(e) = self.state.lock().await.overlay_errors.get(&task.id) {
+            return Err(NetError::Overlay(e.clone()));
+        }
         let address = task
             .networks
             .iter()
@@ -301,10 +315,18 @@ impl NetAgent {
         let (m2, r2) = (me.clone(), ready.clone());
         let overlay =
             tokio::task::spawn_blocking(move || agent.overlay(&v, &m2, underlay, &r2)).await;
+        st.overlay_errors.clear();
         match overlay {
+            Ok(Ok(failed)) => {
+                for (task, e) in failed {
+                    warn!(task.id = ?task, "overlay networking: {e}");
+                    if let Some(t) = task {
+                        st.overlay_errors.insert(t, e);
+                    }
+                }
+            }
             Ok(Err(e)) => warn!("overlay networking: {e}"),
             Err(e) => warn!("overlay networking: {e}"),
-            Ok(Ok(())) => {}
         }
         // 2. Each local task: names, DNS server, VIPs.
         let local: Vec<TaskView> = view
@@ -365,15 +387,47 @@ impl NetAgent {
             }
         }
         debug!(tasks = local.len(), "network reconciled");
+        // Namespaces of tasks no longer this node's whose container went without a word
+        // (the daemon died between making the namespace and the container, say): after a
+        // grace period, so that a task just made is never taken for one.
+        let stale: Vec<TaskId> = if st.have_view {
+            let mine: BTreeSet<&TaskId> = view
+                .tasks
+                .iter()
+                .filter(|t| t.node_id.as_ref() == Some(&me))
+                .map(|t| &t.id)
+                .collect();
+            ready
+                .iter()
+                .filter(|t| !mine.contains(t))
+                .filter(|t| {
+                    std::fs::symlink_metadata(self.netns_path(t))
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.elapsed().ok())
+                        .is_some_and(|age| age > STALE_AFTER)
+                })
+                .cloned()
+                .collect()
+        } else {
+            Vec::new()
+        };
+        drop(st);
+        for t in stale {
+            warn!(task.id = %t, "removing the network namespace of a task this node no longer has");
+            self.detach(&t).await;
+        }
     }
 
+    /// Takes the overlay from what the kernel has to what the view asks; returns the ops
+    /// that failed, with the task each concerns (if one).
     fn overlay(
         &self,
         view: &NetworkView,
         me: &NodeId,
         underlay: Ipv4Addr,
         ready: &BTreeSet<TaskId>,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<(Option<TaskId>, String)>, String> {
         let mtu = crate::underlay_mtu(underlay).unwrap_or(1500);
         let input = plan::node_view(view, me, underlay, mtu, ready);
         let desired = crate::desired(&input);
@@ -389,7 +443,28 @@ impl NetAgent {
         if !ops.is_empty() {
             debug!(ops = ops.len(), "overlay changes");
         }
-        crate::apply(&mut nl, &ops).map_err(|e| e.to_string())
+        // Which task each veth belongs to, to pin failures on tasks.
+        let owners: BTreeMap<String, TaskId> = desired
+            .sandboxes
+            .values()
+            .flat_map(|sb| sb.links.values())
+            .filter_map(|l| match l {
+                crate::model::Link::Veth(v) => Some((v.name.clone(), v.task.clone())),
+                _ => None,
+            })
+            .collect();
+        Ok(crate::apply_all(&mut nl, &ops)
+            .into_iter()
+            .map(|e| {
+                let crate::NetdError::Apply { op, .. } = &e;
+                let task = match op.as_ref() {
+                    crate::NetOp::CreateVeth { spec, .. } => Some(spec.task.clone()),
+                    crate::NetOp::AddAddr { link, .. } => owners.get(link).cloned(),
+                    _ => None,
+                };
+                (task, e.to_string())
+            })
+            .collect())
     }
 
     /// The node left its cluster: everything goes, and nothing is made again until it has

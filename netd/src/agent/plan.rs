@@ -204,6 +204,7 @@ pub fn host_rules(
     let ingress = view.ingress();
     let mut rules = HostRules {
         gateway,
+        isolated: view.subnets.clone(),
         ..Default::default()
     };
     if let Some(ing) = ingress {
@@ -366,6 +367,7 @@ mod tests {
                 (NodeId("n2".into()), ip("198.18.0.12")),
             ]
             .into(),
+            subnets: vec![cidr("10.1.0.0/24"), cidr("10.2.0.0/24")],
         }
     }
 

@@ -18,6 +18,10 @@ pub struct NetworkView {
     pub tasks: Vec<TaskView>,
     /// Underlay addresses of the nodes holding those tasks or ingress endpoints.
     pub nodes: BTreeMap<NodeId, Ipv4Addr>,
+    /// Every overlay network's subnet in the cluster (traffic to them never leaves a node
+    /// through its egress bridge).
+    #[serde(default)]
+    pub subnets: Vec<super::Ipv4Cidr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
