@@ -39,7 +39,7 @@ fi
 say "installing what building rswarm and the lab need"
 bash deploy/setup.sh >&2
 missing=()
-for p in containerd runc docker-registry skopeo busybox-static iproute2 nftables jq; do
+for p in containerd runc docker-registry skopeo busybox-static iproute2 nftables jq curl; do
   [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -95,8 +95,8 @@ trap 'rm -rf "$layout"' EXIT
 build_demo_image "$layout"
 skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$IMAGE" >&2
 
-say "deploying it: rswarm service create --name web --replicas 3 $IMAGE"
-"$BIN" service create --name web --replicas 3 "$IMAGE" >/dev/null
+say "deploying it: rswarm service create --name web --replicas 3 --publish 8080:8080 $IMAGE"
+"$BIN" service create --name web --replicas 3 --publish 8080:8080 "$IMAGE" >/dev/null
 
 echo
 echo "\$ rswarm node ls"
@@ -105,14 +105,16 @@ echo
 echo "\$ rswarm service ps web"
 "$BIN" service ps web
 echo
-# Tasks have no network of their own yet (overlay networks come next): ask each task's web
-# server from inside its container, on whatever host it runs.
-for slot in 1 2 3; do
-  node=$("$BIN" service ps web --filter desired-state=running --format json \
-    | jq -r --arg n "web.$slot" '.[] | select(.name == $n) | .node')
-  echo "\$ rswarm exec web.$slot -- wget -qO- http://127.0.0.1:8080/      # on $node"
-  "$BIN" exec "web.$slot" -- wget -qO- http://127.0.0.1:8080/
+# The routing mesh: port 8080 answers on every host, each connection going to one of the
+# three containers, wherever it runs.
+for host in 198.18.0.11 198.18.0.12 198.18.0.13; do
+  for _ in $(seq 1 100); do curl -fs -m 2 -o /dev/null "http://$host:8080/" && break; sleep 0.1; done
+  echo "\$ curl http://$host:8080/      # h${host##*.1}"
+  curl -fsS -m 5 "http://$host:8080/"
 done
+echo
+echo "\$ rswarm exec web.1 -- wget -qO- http://web:8080/      # by name, through the service's VIP"
+"$BIN" exec web.1 -- wget -qO- http://web:8080/
 
 cat <<EOT
 

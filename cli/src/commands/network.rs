@@ -104,6 +104,7 @@ pub fn ls_row(n: &pb::Network) -> Value {
         "vni": alloc.vni,
         "attachable": spec.attachable,
         "internal": spec.internal,
+        "ingress": spec.ingress,
         "labels": labels,
     })
 }
@@ -128,6 +129,7 @@ pub fn inspect_value(n: &pb::Network) -> Value {
                 "labels": spec.labels.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 "attachable": spec.attachable,
                 "internal": spec.internal,
+                "ingress": spec.ingress,
                 "ipam": { "subnet": nonempty(&ipam.subnet), "gateway": nonempty(&ipam.gateway) },
             }),
         );

@@ -777,6 +777,29 @@ pub fn ls_row(s: &pb::Service) -> Value {
     })
 }
 
+/// `service ls`'s PORTS, as Docker writes them: `*:8080->80/tcp`, host-mode ones
+/// with `(host)`.
+fn ports_column(s: &pb::Service) -> String {
+    s.endpoint
+        .as_ref()
+        .map(|e| {
+            e.ports
+                .iter()
+                .map(|p| {
+                    let proto = if p.protocol.is_empty() {
+                        "tcp"
+                    } else {
+                        &p.protocol
+                    };
+                    let host = if p.mode == "host" { " (host)" } else { "" };
+                    format!("*:{}->{}/{proto}{host}", p.published, p.target)
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
 /// A published port as `ls` and `inspect` show it (DESIGN.md).
 fn port_json(p: &pb::PortConfig) -> Value {
     json!({
@@ -1015,7 +1038,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
                                 r["mode"].as_str().unwrap_or("").to_owned(),
                                 format!("{}/{}", s.replicas_running, s.replicas_desired),
                                 r["image"].as_str().unwrap_or("").to_owned(),
-                                String::new(),
+                                ports_column(s),
                             ]
                         })
                         .collect();
