@@ -651,6 +651,13 @@ pub struct UpdateArgs {
     /// Remove a config by name; repeatable.
     #[arg(long = "config-rm")]
     config_rm: Vec<String>,
+    /// Publish a port, as `create --publish` (replacing one with the same target and
+    /// protocol); repeatable.
+    #[arg(long = "publish-add")]
+    publish_add: Vec<String>,
+    /// Stop publishing a port: TARGET[/PROTO]; repeatable.
+    #[arg(long = "publish-rm")]
+    publish_rm: Vec<String>,
     /// Replace the tasks even if nothing changed.
     #[arg(long)]
     force: bool,
@@ -686,6 +693,20 @@ impl UpdateArgs {
         }
         if let Some(g) = &self.stop_grace_period {
             c.stop_grace_period = Some(duration("--stop-grace-period", g)?);
+        }
+        for v in &self.publish_rm {
+            let (port, proto) = v.split_once('/').unwrap_or((v.as_str(), "tcp"));
+            let (Ok(target), Some(proto)) = (port.parse::<u16>(), Protocol::parse(proto)) else {
+                return Err(flag_err("--publish-rm", v, "expected TARGET[/tcp|udp]"));
+            };
+            spec.ports
+                .retain(|p| !(p.target == target && p.protocol == proto));
+        }
+        for v in &self.publish_add {
+            let p = parse_publish(v)?;
+            spec.ports
+                .retain(|o| !(o.target == p.target && o.protocol == p.protocol));
+            spec.ports.push(p);
         }
         for (k, v) in key_values("--label-add", &self.label_add)? {
             spec.labels.insert(k, v);

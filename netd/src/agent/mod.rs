@@ -307,6 +307,11 @@ impl NetAgent {
         let Some((me, underlay)) = st.me.clone() else {
             return;
         };
+        // Until the first view after a (re)start, the kernel's state is the best there is:
+        // an empty view would take every sandbox and rule down under running tasks.
+        if !st.have_view {
+            return;
+        }
         let view = st.view.clone();
         let ready = self.ready_tasks();
         // 1. The overlay, through netd's diff against what the kernel has.
@@ -390,7 +395,7 @@ impl NetAgent {
         // Namespaces of tasks no longer this node's whose container went without a word
         // (the daemon died between making the namespace and the container, say): after a
         // grace period, so that a task just made is never taken for one.
-        let stale: Vec<TaskId> = if st.have_view {
+        let stale: Vec<TaskId> = {
             let mine: BTreeSet<&TaskId> = view
                 .tasks
                 .iter()
@@ -409,8 +414,6 @@ impl NetAgent {
                 })
                 .cloned()
                 .collect()
-        } else {
-            Vec::new()
         };
         drop(st);
         for t in stale {
@@ -474,6 +477,7 @@ impl NetAgent {
             let mut st = self.state.lock().await;
             st.me = None;
             st.view = NetworkView::default();
+            st.have_view = false;
         }
         self.teardown().await;
     }
