@@ -209,7 +209,7 @@ IP_T2=$(task_ip sh2)
 NS_H1=$(host_ns h1); NS_H2=$(host_ns h2)
 [[ -e $NS_H1 && -e $NS_H2 ]] || die "host namespaces not found: $NS_H1 $NS_H2"
 say "tasks: sh1 $(task_ip sh1), sh2 $IP_T2, sh3 $(task_ip sh3)"
-poll 30 "sh1 pings sh2 over the overlay" nsenter --net="$NS_T1" ping -c 1 -W 1 "$IP_T2"
+poll 30 "sh1 pings sh2 over the overlay" R exec sh1 -- ping -c 1 -W 1 "$IP_T2"
 
 # ---- 1. TCP throughput ----
 say "1. TCP throughput: $TP_RUNS x ${TP_SECS}s per path, overlay and underlay alternating (load $(loadavg))"

@@ -71,6 +71,17 @@ pub fn update_actions(
     st.replace.into_iter().collect()
 }
 
+/// Whether the update (or rollback) under way starts a replacement before stopping the
+/// task it replaces (`order: start-first`).
+pub fn starts_first(svc: &Service) -> bool {
+    let cfg = if svc.update_status.state == rswarm_proto::model::UpdateState::RollbackStarted {
+        &svc.spec.rollback_config
+    } else {
+        &svc.spec.update_config
+    };
+    cfg.order == rswarm_proto::model::UpdateOrder::StartFirst
+}
+
 /// A task that is meant to run (or is still starting).
 pub fn is_live(t: &Task) -> bool {
     t.desired_state <= TaskState::Running

@@ -1,7 +1,7 @@
 //! The replicated orchestrator: slots 1..=replicas, one live task each.
 use super::{
-    has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision, update_actions,
-    Action, RestartDecision, TASK_HISTORY,
+    has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision, starts_first,
+    update_actions, Action, RestartDecision, TASK_HISTORY,
 };
 use rswarm_proto::model::{
     Node, NodeId, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
@@ -31,14 +31,23 @@ pub fn reconcile_replicated(
     for (&slot, slot_tasks) in &mut slots {
         slot_tasks.sort_by_key(|t| (t.meta.created_at, t.id.clone()));
         let mut l: Vec<&Task> = slot_tasks.iter().copied().filter(|t| is_live(t)).collect();
+        // Start-first: the replacement of an outdated task runs beside it, which keeps
+        // serving until the replacement runs.
+        let mut overlap = false;
         if let Some(keep) = l.pop() {
             if slot == 0 {
                 l.push(keep);
             } else {
+                overlap = starts_first(svc)
+                    && keep.spec_version == svc.spec_version
+                    && keep.status.state != TaskState::Running;
                 live.insert(slot, keep);
             }
         }
         for t in l {
+            if overlap && t.spec_version != svc.spec_version && !has_stopped(t) {
+                continue;
+            }
             actions.push(shutdown(t));
         }
     }
@@ -91,7 +100,18 @@ pub fn reconcile_replicated(
     );
     for (&slot, t) in &live {
         if outdated_now.contains(&t.id) {
-            actions.push(shutdown(t));
+            if starts_first(svc) && !t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n))) {
+                // The replacement first; the old task stops once it runs (above).
+                actions.push(Action::Create(Box::new(new_task(
+                    svc,
+                    slot,
+                    None,
+                    now,
+                    new_id(),
+                ))));
+            } else {
+                actions.push(shutdown(t));
+            }
             stopping.insert(slot);
             continue;
         }
@@ -382,5 +402,35 @@ mod tests {
         old.status.state = TaskState::Shutdown;
         let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 0, &mut ids());
         assert_eq!(creates(&a), vec![1]);
+    }
+
+    #[test]
+    fn start_first_runs_the_replacement_beside_the_old_task() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let mut s = svc(1);
+        s.spec_version = 2;
+        s.spec.update_config.order = rswarm_proto::model::UpdateOrder::StartFirst;
+        s.update_status.state = rswarm_proto::model::UpdateState::Updating;
+        let mut old = running("t1", 1, "n1");
+        old.spec_version = 1;
+        old.meta.created_at = 1;
+        let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 10, &mut ids());
+        assert!(
+            !a.contains(&shutdown(&old)),
+            "the old task keeps serving: {a:?}"
+        );
+        assert_eq!(creates(&a), vec![1], "{a:?}");
+        // The replacement is starting: both stay.
+        let mut new = running("t2", 1, "n1");
+        new.meta.created_at = 10;
+        new.spec_version = 2;
+        new.status.state = TaskState::Starting;
+        let (a, _) = reconcile_replicated(&s, &[&old, &new], &nodes, 20, &mut ids());
+        assert!(a.is_empty(), "{a:?}");
+        // It runs: now the old one stops.
+        new.status.state = TaskState::Running;
+        let (a, _) = reconcile_replicated(&s, &[&old, &new], &nodes, 30, &mut ids());
+        assert!(a.contains(&shutdown(&old)), "{a:?}");
+        assert!(creates(&a).is_empty(), "{a:?}");
     }
 }

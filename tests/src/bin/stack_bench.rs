@@ -35,6 +35,9 @@ struct Args {
     warmup: usize,
     /// Keep the generated files and print where they are.
     keep: bool,
+    /// Leave out the per-service anchors (`labels: &labels-svcNNN`, merged into
+    /// `deploy.labels`), so that the file only has its four shared `x-` anchors.
+    shared_anchors_only: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -43,17 +46,23 @@ fn parse_args() -> anyhow::Result<Args> {
         iterations: 50,
         warmup: 5,
         keep: false,
+        shared_anchors_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--help" || flag == "-h" {
             println!(
-                "usage: stack_bench [--services N] [--iterations N] [--warmup N] [--keep]"
+                "usage: stack_bench [--services N] [--iterations N] [--warmup N] [--keep] \
+                 [--shared-anchors-only]"
             );
             std::process::exit(0);
         }
         if flag == "--keep" {
             a.keep = true;
+            continue;
+        }
+        if flag == "--shared-anchors-only" {
+            a.shared_anchors_only = true;
             continue;
         }
         let value: usize = it
@@ -72,7 +81,7 @@ fn parse_args() -> anyhow::Result<Args> {
 
 /// The Compose file: shared `x-` blocks with anchors, then the services, then the top-level
 /// networks, volumes and secrets they use.
-fn compose_file(services: usize) -> anyhow::Result<String> {
+fn compose_file(services: usize, label_anchors: bool) -> anyhow::Result<String> {
     let mut y = String::with_capacity(services * 2500);
     y.push_str(
         r#"version: "3.8"
@@ -134,7 +143,7 @@ services:
       CACHE_TTL: "{ttl}"
       WORKERS: {workers}
       GREETING: "hello from ${{REGION}}"
-    labels:
+    labels:{labels_anchor}
       com.example.team: team{team}
       com.example.tier: {tier}
       com.example.service: {name}
@@ -167,7 +176,7 @@ services:
     deploy:
       <<: *deploy
       replicas: {replicas}
-      labels:
+      labels:{labels_merge}
         com.example.owner: team{team}
         com.example.cost-center: "cc-{cost}"
       placement:
@@ -190,6 +199,16 @@ services:
             workers = 2 + i % 6,
             key = i % SECRETS,
             cost = 1000 + team,
+            labels_anchor = if label_anchors {
+                format!(" &labels-{name}")
+            } else {
+                String::new()
+            },
+            labels_merge = if label_anchors {
+                format!("\n        <<: *labels-{name}")
+            } else {
+                String::new()
+            },
         )?;
         if i % 4 == 0 {
             writeln!(
@@ -229,16 +248,19 @@ services:
 }
 
 /// Writes the stack file, its `.env` and its secret files into `dir`; returns the file.
-fn write_stack(dir: &Path, services: usize) -> anyhow::Result<PathBuf> {
+fn write_stack(dir: &Path, services: usize, label_anchors: bool) -> anyhow::Result<PathBuf> {
     let secrets = dir.join("secrets");
     std::fs::create_dir_all(&secrets)?;
     std::fs::write(secrets.join("db_password.txt"), "s3cr3t\n")?;
     for k in 0..SECRETS {
-        std::fs::write(secrets.join(format!("api_key_{k}.txt")), format!("key-{k}\n"))?;
+        std::fs::write(
+            secrets.join(format!("api_key_{k}.txt")),
+            format!("key-{k}\n"),
+        )?;
     }
     std::fs::write(dir.join(".env"), "TAG=2.3.1\nLOG_LEVEL=debug\n")?;
     let path = dir.join("stack.yml");
-    std::fs::write(&path, compose_file(services)?)?;
+    std::fs::write(&path, compose_file(services, label_anchors)?)?;
     Ok(path)
 }
 
@@ -265,8 +287,10 @@ struct Figure {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let dir = tempfile::Builder::new().prefix("rsw-stack-bench.").tempdir()?;
-    let path = write_stack(dir.path(), args.services)?;
+    let dir = tempfile::Builder::new()
+        .prefix("rsw-stack-bench.")
+        .tempdir()?;
+    let path = write_stack(dir.path(), args.services, !args.shared_anchors_only)?;
     let bytes = std::fs::metadata(&path)?.len();
     let lines = std::fs::read_to_string(&path)?.lines().count();
     // The process's environment is not used: loading is hermetic, the bench too.
