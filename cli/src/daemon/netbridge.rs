@@ -9,12 +9,12 @@ pub struct NetBridge(pub Arc<NetAgent>);
 
 #[tonic::async_trait]
 impl TaskNetwork for NetBridge {
-    async fn attach(&self, task: &Task) -> Result<TaskNet, String> {
+    async fn attach(&self, task: &Task) -> Result<Option<TaskNet>, String> {
         let n = self.0.attach(task).await.map_err(|e| e.to_string())?;
-        Ok(TaskNet {
+        Ok(n.map(|n| TaskNet {
             netns: n.netns,
             address: n.address,
-        })
+        }))
     }
 
     async fn detach(&self, task: &TaskId) {

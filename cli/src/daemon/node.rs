@@ -345,13 +345,7 @@ impl NodeRuntime {
                     std::net::IpAddr::V6(_) => None,
                 });
             match ip {
-                Some(ip) => {
-                    let (net, id) = (
-                        net.clone(),
-                        rswarm_proto::model::NodeId(node.node_id.clone()),
-                    );
-                    tokio::spawn(async move { net.set_identity(id, ip).await });
-                }
+                Some(ip) => net.set_identity(rswarm_proto::model::NodeId(node.node_id.clone()), ip),
                 None => warn!(
                     "the node's address {} is not IPv4: overlay networking is off",
                     node.advertise_addr

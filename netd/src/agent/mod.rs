@@ -55,7 +55,6 @@ impl NameSource for TaskNames {
 #[derive(Default)]
 struct State {
     view: NetworkView,
-    me: Option<(NodeId, Ipv4Addr)>,
     dns: BTreeMap<TaskId, DnsHandle>,
     /// What was last applied, to skip rewriting unchanged rules.
     vips: BTreeMap<TaskId, Vec<nft::VipBackends>>,
@@ -71,6 +70,9 @@ pub struct NetAgent {
     gateway: GatewayConfig,
     upstreams: Vec<SocketAddr>,
     names: Names,
+    /// The node's id and underlay address: set when it is in a cluster whose peers can
+    /// reach it; `None`, no networking (tasks get an unconnected namespace).
+    me: Mutex<Option<(NodeId, Ipv4Addr)>>,
     state: tokio::sync::Mutex<State>,
     /// Serialises attach/detach with gateway address choice.
     gw_lock: Mutex<()>,
@@ -99,6 +101,7 @@ impl NetAgent {
             gateway: GatewayConfig::default(),
             upstreams,
             names: Arc::default(),
+            me: Mutex::new(None),
             state: tokio::sync::Mutex::new(State::default()),
             gw_lock: Mutex::new(()),
             kick: Notify::new(),
@@ -120,10 +123,24 @@ impl NetAgent {
         self.netns_dir().join(task.as_str())
     }
 
-    /// The node's identity, once it has one (after init or join).
-    pub async fn set_identity(&self, node: NodeId, underlay: Ipv4Addr) {
-        self.state.lock().await.me = Some((node, underlay));
+    /// The node's identity, once it has one (after init or join). A node that advertises
+    /// a loopback address cannot be reached by peers (test clusters of several daemons in
+    /// one namespace): it gets no networking, and leaves the namespace it shares untouched.
+    pub fn set_identity(&self, node: NodeId, underlay: Ipv4Addr) {
+        let me = if underlay.is_loopback() {
+            tracing::info!(
+                "the node advertises {underlay}, a loopback address: overlay networking is off"
+            );
+            None
+        } else {
+            Some((node, underlay))
+        };
+        *self.me.lock().unwrap_or_else(|p| p.into_inner()) = me;
         self.kick.notify_one();
+    }
+
+    fn identity(&self) -> Option<(NodeId, Ipv4Addr)> {
+        self.me.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A new view from the dispatcher (JSON, see dispatcher.proto); a malformed one is
@@ -142,8 +159,12 @@ impl NetAgent {
     }
 
     /// Makes the task's namespace (with `lo` up), connects it to the egress bridge and
-    /// brings its overlay interfaces up. Idempotent.
-    pub async fn attach(self: &Arc<Self>, task: &Task) -> Result<TaskNet, NetError> {
+    /// brings its overlay interfaces up. Idempotent. `None` when the node has no
+    /// networking (see [`NetAgent::set_identity`]).
+    pub async fn attach(self: &Arc<Self>, task: &Task) -> Result<Option<TaskNet>, NetError> {
+        if self.identity().is_none() {
+            return Ok(None);
+        }
         let path = self.netns_path(&task.id);
         // A task only on internal networks gets no way out (Docker's --internal).
         let egress = {
@@ -173,10 +194,10 @@ impl NetAgent {
             .iter()
             .find_map(|a| a.addresses.first())
             .map(|a| a.addr());
-        Ok(TaskNet {
+        Ok(Some(TaskNet {
             netns: path,
             address,
-        })
+        }))
     }
 
     fn attach_blocking(&self, task: &Task, path: &Path, egress: bool) -> Result<(), NetError> {
@@ -304,7 +325,7 @@ impl NetAgent {
     /// published ports. Failures are logged and retried on the next pass.
     pub async fn reconcile(self: &Arc<Self>) {
         let mut st = self.state.lock().await;
-        let Some((me, underlay)) = st.me.clone() else {
+        let Some((me, underlay)) = self.identity() else {
             return;
         };
         // Until the first view after a (re)start, the kernel's state is the best there is:
@@ -475,7 +496,7 @@ impl NetAgent {
     pub async fn leave(self: &Arc<Self>) {
         {
             let mut st = self.state.lock().await;
-            st.me = None;
+            *self.me.lock().unwrap_or_else(|p| p.into_inner()) = None;
             st.view = NetworkView::default();
             st.have_view = false;
         }

@@ -124,7 +124,7 @@ impl ContainerdController {
         let address = self.address.map(|a| a.to_string());
         // With the node's networking, names go to the embedded DNS in the task's own
         // namespace (which forwards the rest to the host's resolvers), as Docker's.
-        let resolv = if self.inner.network().is_some() {
+        let resolv = if self.netns.is_some() {
             spec::embedded_resolv_conf(&host_resolv)
         } else {
             spec::container_resolv_conf(&host_resolv)
@@ -459,8 +459,10 @@ impl Controller for ContainerdController {
                     task: self.task.id.clone(),
                     reason: format!("network: {e}"),
                 })?;
-            self.netns = Some(tn.netns);
-            self.address = tn.address;
+            if let Some(tn) = tn {
+                self.netns = Some(tn.netns);
+                self.address = tn.address;
+            }
         }
         let lease = self.inner.client.lease("create").await?;
         let r = self.create_leased(&lease, &image).await;

@@ -90,8 +90,9 @@ pub struct TaskNet {
 /// the daemon; the worker does not depend on netd).
 #[tonic::async_trait]
 pub trait TaskNetwork: Send + Sync + 'static {
-    /// Makes the task's namespace and connects it; idempotent. An error fails the task.
-    async fn attach(&self, task: &Task) -> Result<TaskNet, String>;
+    /// Makes the task's namespace and connects it; idempotent. An error fails the task;
+    /// `None`: the node has no networking (the container gets a namespace of its own).
+    async fn attach(&self, task: &Task) -> Result<Option<TaskNet>, String>;
     /// Tears the task's networking down; idempotent.
     async fn detach(&self, task: &TaskId);
     /// The network view that came with the assignments (JSON, see dispatcher.proto).
