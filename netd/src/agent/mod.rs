@@ -77,6 +77,10 @@ pub struct NetAgent {
     /// Serialises attach/detach with gateway address choice.
     gw_lock: Mutex<()>,
     kick: Notify,
+    /// Passes asked for (by `reconcile`) and the last one a finished pass covered: a
+    /// burst of attaches shares passes instead of running one each.
+    requested: std::sync::atomic::AtomicU64,
+    completed: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +109,8 @@ impl NetAgent {
             state: tokio::sync::Mutex::new(State::default()),
             gw_lock: Mutex::new(()),
             kick: Notify::new(),
+            requested: Default::default(),
+            completed: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -309,21 +315,33 @@ impl NetAgent {
 
     /// Runs until the process ends: reconciles on every change and every few seconds.
     pub async fn run(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
         loop {
-            self.reconcile().await;
+            let covers = self.requested.load(Ordering::SeqCst);
+            self.pass().await;
+            self.completed.send_replace(covers);
             tokio::select! {
                 _ = self.kick.notified() => {
                     // Let a burst of changes settle.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 _ = tokio::time::sleep(RESYNC) => {}
             }
         }
     }
 
+    /// Returns once a pass that started after this call has finished (see `run`).
+    pub async fn reconcile(&self) {
+        use std::sync::atomic::Ordering;
+        let want = self.requested.fetch_add(1, Ordering::SeqCst) + 1;
+        self.kick.notify_one();
+        let mut done = self.completed.subscribe();
+        let _ = done.wait_for(|c| *c >= want).await;
+    }
+
     /// One pass: overlay links and peers, then per task DNS and VIPs, then the node's
     /// published ports. Failures are logged and retried on the next pass.
-    pub async fn reconcile(self: &Arc<Self>) {
+    async fn pass(self: &Arc<Self>) {
         let mut st = self.state.lock().await;
         let Some((me, underlay)) = self.identity() else {
             return;
