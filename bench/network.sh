@@ -12,7 +12,8 @@
 #      between the two paths.
 #   2. How long a new task's address takes to be reachable from every other host: client
 #      tasks run on h2 and h3; a one-replica busybox httpd service constrained to h1 is
-#      created; from each client's namespace a prober opens a TCP connection to the new
+#      created; from each client's namespace a prober (started before the service, and
+#      given the address as soon as `service ps` shows it) opens a TCP connection to the new
 #      task's address and port 80 every ~10 ms. The clock starts at the task's running
 #      timestamp (`service ps` JSON `timestamp` of the running state, set by h1's agent) and
 #      stops when BOTH clients have connected ("accepts"); "answers" stops it at the first
@@ -31,7 +32,9 @@
 #   RSWBENCH_TP_SECS     seconds per iperf3 run (default 5; plus 1 s of warm-up not counted)
 #   RSWBENCH_REACH_RUNS  reachability runs (default 5)
 #   RSWBENCH_AB_RUNS     ab runs per target (default 3)
-#   RSWBENCH_AB_N        requests per ab run (default 3000)
+#   RSWBENCH_AB_N        requests per ab run (default 3000; keep the total of about
+#                        6 x N below the client's 28,232 ephemeral ports: beyond, ports whose
+#                        connections are still in TIME_WAIT come back and cost 1 s SYN retries)
 #   RSWBENCH_AB_C        concurrent connections of ab (default 8)
 #   RSWBENCH_KEEP        a directory: keep the raw results (iperf3 JSON, ab output, probe
 #                        times) and the lab's daemon logs there
@@ -80,15 +83,21 @@ if [[ -z ${RSWBENCH_INNER:-} ]]; then
   fi
   if ip -4 -o addr show | grep -q ' 198\.18\.0\.'; then
     SANDBOX=rswbench-net
-    ! ip netns list | grep -qw "$SANDBOX" || die "network namespace $SANDBOX exists: another run? (ip netns del $SANDBOX)"
+    [[ ! -e /run/netns/$SANDBOX ]] || die "network namespace $SANDBOX exists: another run? (ip netns del $SANDBOX)"
     say "198.18.0.0/24 is in use on this machine: running inside network namespace $SANDBOX"
     ip netns add "$SANDBOX"
     trap 'ip netns del "$SANDBOX" 2>/dev/null || true' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
     ip -n "$SANDBOX" link set lo up
+    # In the background, so that Ctrl-C or SIGTERM here reaches it at once (as SIGTERM: a
+    # background job ignores SIGINT) and it can clean up before the namespace goes.
+    RSWBENCH_INNER=1 nsenter --net="/run/netns/$SANDBOX" bash "$0" "$@" &
+    child=$!
+    trap 'kill -TERM "$child" 2>/dev/null || true' INT TERM
     rc=0
-    RSWBENCH_INNER=1 nsenter --net="/run/netns/$SANDBOX" bash "$0" "$@" || rc=$?
+    wait "$child" || rc=$?
+    while kill -0 "$child" 2>/dev/null; do rc=0; wait "$child" || rc=$?; done
     exit "$rc"
   fi
 fi
@@ -119,7 +128,6 @@ cleanup() {
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
   if [[ -n $KEEP && -d $LAB ]]; then
     for h in h1 h2 h3; do [[ -f $LAB/$h/daemon.log ]] && cp "$LAB/$h/daemon.log" "$KEEP/$h-daemon.log"; done
-    cp "$LAB"/*.log "$KEEP/" 2>/dev/null
   fi
   if ((rc != 0)) && [[ -d $LAB ]]; then
     for f in "$LAB"/h*/daemon.log; do [[ -f $f ]] && { echo "--- $f" >&2; tail -n 15 "$f" >&2; }; done
@@ -239,13 +247,27 @@ TP_O_MED=$(median "${TP_O[@]}"); TP_U_MED=$(median "${TP_U[@]}")
 
 # ---- 2. Reachability of a new task ----
 say "2. reachability of a new task on h1 from h2 and h3: $REACH_RUNS runs (load $(loadavg))"
-# The prober: one TCP connect attempt every ~10 ms (20 ms timeout each, a fresh socket every
-# time); prints "<first answer ms> <first accept ms>" (epoch ms). An answer is a SYN-ACK or an
-# RST (connection refused: the address is reachable, nothing listens yet).
+# The prober, started in each client's namespace before the service is created (Python
+# takes ~0.1 s to start here, longer than the task takes to become reachable): it says it is
+# ready by creating READY_FILE, waits for the address in IP_FILE (written as soon as
+# `service ps` shows it, before the task's namespace exists), then makes one TCP connect
+# attempt every ~10 ms (a fresh socket each time, 20 ms timeout) and prints
+# "<first answer ms> <first accept ms>" (epoch ms). An answer is a SYN-ACK or an RST
+# (connection refused: the address is reachable, httpd does not listen yet).
 cat >"$WORK/probe.py" <<'EOF'
 import socket, sys, time
-ip, limit = sys.argv[1], float(sys.argv[2])
+ip_file, ready_file, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
 end = time.time() + limit
+open(ready_file, "w").close()
+ip = None
+while not ip:
+    if time.time() > end:
+        print("timeout"); sys.exit(1)
+    try:
+        with open(ip_file) as f:
+            ip = f.read().strip()
+    except FileNotFoundError:
+        time.sleep(0.002)
 answered = None
 while time.time() < end:
     start = time.time()
@@ -281,19 +303,23 @@ probe_gone() { ! R service ps probe --format json >/dev/null 2>&1 && [[ ! -e $LA
 REACH=(); ANSWER=(); TO_RUN=()
 for i in $(seq 1 "$REACH_RUNS"); do
   for f in "$NS_T2" "$NS_T3"; do nsenter --net="$f" ip neigh flush to "$SUBNET" 2>/dev/null || true; done
+  rm -f "$WORK"/ip "$WORK"/ready-*
+  nsenter --net="$NS_T2" python3 "$WORK/probe.py" "$WORK/ip" "$WORK/ready-h2" 90 >"$WORK/probe-h2-$i" &
+  p2=$!; PIDS+=("$p2")
+  nsenter --net="$NS_T3" python3 "$WORK/probe.py" "$WORK/ip" "$WORK/ready-h3" 90 >"$WORK/probe-h3-$i" &
+  p3=$!; PIDS+=("$p3")
+  poll 10 "probers ready" test -e "$WORK/ready-h2" -a -e "$WORK/ready-h3"
   t_create=$(now_ms)
   R service create --detach --name probe --network "$NET" --constraint 'node.hostname==h1' "$IMG" sh -c "$HTTPD" >/dev/null
-  # The address is allocated before the task runs: start probing as soon as it shows.
+  # The address is allocated before the task is even assigned: hand it to the probers.
   ip= ; end=$((SECONDS + 60))
   until [[ -n $ip ]]; do
     ((SECONDS < end)) || die "probe task got no address"
     ip=$(R service ps probe --format json | jq -r '[.[] | select(.desired_state == "running") | .addresses[0] // empty][0] // empty | split("/")[0]')
     [[ -n $ip ]] || sleep 0.01
   done
-  nsenter --net="$NS_T2" python3 "$WORK/probe.py" "$ip" 60 >"$WORK/probe-h2-$i" &
-  p2=$!; PIDS+=("$p2")
-  nsenter --net="$NS_T3" python3 "$WORK/probe.py" "$ip" 60 >"$WORK/probe-h3-$i" &
-  p3=$!; PIDS+=("$p3")
+  t_ip=$(now_ms)
+  echo "$ip" >"$WORK/ip.tmp" && mv "$WORK/ip.tmp" "$WORK/ip"
   task=; t_run=; end=$((SECONDS + 60))
   until [[ -n $t_run ]]; do
     ((SECONDS < end)) || die "probe task not running after 60 s"
@@ -306,8 +332,8 @@ for i in $(seq 1 "$REACH_RUNS"); do
   read -r a2 c2 <"$WORK/probe-h2-$i"; read -r a3 c3 <"$WORK/probe-h3-$i"
   c=$((c2 > c3 ? c2 : c3)); a=$((a2 > a3 ? a2 : a3))
   REACH+=("$((c - t_run))"); ANSWER+=("$((a - t_run))"); TO_RUN+=("$((t_run - t_create))")
-  say "   run $i: $ip running $((t_run - t_create)) ms after create; accepts from h2 +$((c2 - t_run)) ms, h3 +$((c3 - t_run)) ms; answers from h2 +$((a2 - t_run)) ms, h3 +$((a3 - t_run)) ms"
-  [[ -z $KEEP ]] || echo "run=$i ip=$ip create=$t_create running=$t_run h2_answer=$a2 h2_accept=$c2 h3_answer=$a3 h3_accept=$c3" >>"$KEEP/reachability.txt"
+  say "   run $i: $ip known $((t_ip - t_create)) ms and running $((t_run - t_create)) ms after create; accepts from h2 +$((c2 - t_run)) ms, h3 +$((c3 - t_run)) ms; answers from h2 +$((a2 - t_run)) ms, h3 +$((a3 - t_run)) ms"
+  [[ -z $KEEP ]] || echo "run=$i ip=$ip create=$t_create ip_known=$t_ip running=$t_run h2_answer=$a2 h2_accept=$c2 h3_answer=$a3 h3_accept=$c3" >>"$KEEP/reachability.txt"
   R service rm probe >/dev/null
   poll 60 "probe service and its namespace gone" probe_gone "$task"
 done
@@ -332,6 +358,8 @@ ab_run() {
   local failed non2xx
   failed=$(awk '/^Failed requests:/ {print $3}' "$out"); non2xx=$(awk '/^Non-2xx responses:/ {print $3}' "$out")
   [[ $failed == 0 && -z $non2xx ]] || die "ab $2 run $3: $failed failed, ${non2xx:-0} non-2xx responses"
+  local longest; longest=$(awk '/\(longest request\)/ {print $2}' "$out")
+  ((${longest:-0} < 1000)) || say "   ab $2 run $3: a request took $longest ms (a SYN retry?): that run's rate is low"
   awk '/^Requests per second:/ {print $4}' "$out"
 }
 nsenter --net="$NS_T3" ab -q -n 500 -c "$AB_C" "http://$VIP/" >/dev/null 2>&1 || true   # warm-up
