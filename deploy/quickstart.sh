@@ -95,8 +95,9 @@ trap 'rm -rf "$layout"' EXIT
 build_demo_image "$layout"
 skopeo copy -q --dest-tls-verify=false "oci:$layout:latest" "docker://$IMAGE" >&2
 
-say "deploying it: rswarm service create --name web --replicas 3 --publish 8080:8080 $IMAGE"
-"$BIN" service create --name web --replicas 3 --publish 8080:8080 "$IMAGE" >/dev/null
+say "deploying it: rswarm network create demo; rswarm service create --name web --replicas 3 --network demo --publish 8080:8080 $IMAGE"
+"$BIN" network create demo >/dev/null
+"$BIN" service create --name web --replicas 3 --network demo --publish 8080:8080 "$IMAGE" >/dev/null
 
 echo
 echo "\$ rswarm node ls"
@@ -113,7 +114,7 @@ for host in 198.18.0.11 198.18.0.12 198.18.0.13; do
   curl -fsS -m 5 "http://$host:8080/"
 done
 echo
-echo "\$ rswarm exec web.1 -- wget -qO- http://web:8080/      # by name, through the service's VIP"
+echo "\$ rswarm exec web.1 -- wget -qO- http://web:8080/      # by name on the demo network, through the service's VIP"
 "$BIN" exec web.1 -- wget -qO- http://web:8080/
 
 cat <<EOT
