@@ -201,6 +201,13 @@ pub(crate) fn parse(text: &str, file: usize) -> Result<Node, SyntaxError> {
         // value keeps its leading zero.
         leading_zero_numbers_as_strings: true,
         with_snippet: false,
+        // Big stacks use one `<<: *defaults` per service, which trips the alias/anchor ratio
+        // heuristic from 100 services on; Docker reads them. The absolute limits (aliases,
+        // nodes, depth, merge keys) still stop alias bombs.
+        budget: serde_saphyr::budget! {
+            enforce_alias_anchor_ratio: false,
+            max_nodes: 1_000_000,
+        },
     };
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(mut node) => {
@@ -483,6 +490,19 @@ mod tests {
                 column: 12
             }
         );
+    }
+
+    #[test]
+    fn a_big_stack_merging_one_anchor_per_service_loads() {
+        // 300 services each `<<: *defaults`: far past serde-saphyr's default alias/anchor
+        // ratio, and what big stacks look like; Docker reads them.
+        let mut text = String::from("x-defaults: &defaults\n  image: busybox\nservices:\n");
+        for i in 0..300 {
+            text.push_str(&format!("  s{i}:\n    <<: *defaults\n"));
+        }
+        let n = parse(&text, 0).expect("parses");
+        let services = n.get("services").expect("services");
+        assert_eq!(keys(services).len(), 300);
     }
 
     #[test]
