@@ -1,8 +1,8 @@
 //! The global orchestrator: one live task on every node that can run the service.
 use super::replicated::{new_task, reap};
 use super::{
-    has_stopped, is_live, is_stopping_for_update, restart_decision, update_actions, Action,
-    RestartDecision,
+    has_stopped, is_live, is_stopping_for_update, restart_decision, starts_first, update_actions,
+    Action, RestartDecision,
 };
 use rswarm_proto::model::{
     Node, NodeAvailability, NodeId, NodeState, Service, ServiceMode, Task, TaskId, TaskState,
@@ -39,11 +39,17 @@ pub fn reconcile_global(
     for id in nodes.keys() {
         by_node.entry(id.clone()).or_default();
     }
-    // A rolling update goes node by node over the tasks that run now.
-    let mut healthy: Vec<&Task> = tasks
-        .iter()
-        .copied()
-        .filter(|t| is_live(t) && !has_stopped(t) && t.node_id.is_some())
+    // A rolling update goes node by node over the tasks that run now: the newest live task
+    // of each node (an older one beside it is being replaced start-first).
+    let mut healthy: Vec<&Task> = by_node
+        .values()
+        .filter_map(|ts| {
+            ts.iter()
+                .copied()
+                .filter(|t| is_live(t))
+                .max_by_key(|t| (t.meta.created_at, t.id.clone()))
+        })
+        .filter(|t| !has_stopped(t))
         .collect();
     healthy.sort_by(|a, b| a.node_id.cmp(&b.node_id));
     let stopping_nodes: std::collections::BTreeSet<&NodeId> = tasks
@@ -89,7 +95,16 @@ pub fn reconcile_global(
                 Some((k, rest)) => (Some(*k), rest),
                 None => (None, &[][..]),
             };
+            // Start-first: an outdated task keeps running beside its replacement until
+            // the replacement runs.
+            let overlap = starts_first(svc)
+                && keep.is_some_and(|k| {
+                    k.spec_version == svc.spec_version && k.status.state != TaskState::Running
+                });
             for t in extra {
+                if overlap && t.spec_version != svc.spec_version && !has_stopped(t) {
+                    continue;
+                }
                 actions.push(Action::SetDesired {
                     task: t.id.clone(),
                     state: TaskState::Shutdown,
@@ -97,11 +112,15 @@ pub fn reconcile_global(
             }
             if let Some(t) = keep {
                 if outdated_now.contains(&t.id) {
-                    // Stop-first: the replacement comes once this task has stopped.
-                    actions.push(Action::SetDesired {
-                        task: t.id.clone(),
-                        state: TaskState::Shutdown,
-                    });
+                    if starts_first(svc) {
+                        need_new = true;
+                    } else {
+                        // Stop-first: the replacement comes once this task has stopped.
+                        actions.push(Action::SetDesired {
+                            task: t.id.clone(),
+                            state: TaskState::Shutdown,
+                        });
+                    }
                 } else if has_stopped(t) {
                     match restart_decision(t, node_tasks, now) {
                         RestartDecision::Now => {
@@ -213,5 +232,35 @@ mod tests {
                 state: TaskState::Shutdown
             }]
         );
+    }
+
+    #[test]
+    fn start_first_runs_the_replacement_beside_the_old_task() {
+        let nodes: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Active)]
+            .into_iter()
+            .collect();
+        let mut s = svc();
+        s.spec_version = 2;
+        s.spec.update_config.order = rswarm_proto::model::UpdateOrder::StartFirst;
+        s.update_status.state = rswarm_proto::model::UpdateState::Updating;
+        let mut old = new_task(&s, 0, Some("a".into()), 1, "old".into());
+        old.spec_version = 1;
+        old.status.state = TaskState::Running;
+        let (a, _) = reconcile_global(&s, &[&old], &nodes, &|_| true, 10, &mut ids());
+        let stops = |a: &[Action], id: &str| {
+            a.iter().any(|x| {
+                matches!(x, Action::SetDesired { task, state: TaskState::Shutdown } if task.as_str() == id)
+            })
+        };
+        let creates = |a: &[Action]| a.iter().filter(|x| matches!(x, Action::Create(_))).count();
+        assert!(!stops(&a, "old"), "{a:?}");
+        assert_eq!(creates(&a), 1, "{a:?}");
+        let mut new = new_task(&s, 0, Some("a".into()), 10, "new".into());
+        new.status.state = TaskState::Starting;
+        let (a, _) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, 20, &mut ids());
+        assert!(!stops(&a, "old") && creates(&a) == 0, "{a:?}");
+        new.status.state = TaskState::Running;
+        let (a, _) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, 30, &mut ids());
+        assert!(stops(&a, "old") && creates(&a) == 0, "{a:?}");
     }
 }
