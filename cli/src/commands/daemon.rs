@@ -62,9 +62,13 @@ pub async fn run(a: DaemonArgs) -> anyhow::Result<()> {
         .map(|s| parse_addr("--advertise-addr", s, listen_addr.port()))
         .transpose()
         .map_err(usage)?;
-    if a.metrics_addr.is_some() {
-        return Err(UsageError("--metrics-addr is not supported yet".into()).into());
-    }
+    // Docker's usual metrics port when only an address is given.
+    let metrics_addr = a
+        .metrics_addr
+        .as_deref()
+        .map(|s| parse_addr("--metrics-addr", s, 9323))
+        .transpose()
+        .map_err(usage)?;
     // Paths end up in container specs and in the shim's log URI, which need them absolute.
     let absolute = |p: PathBuf| -> anyhow::Result<PathBuf> {
         if p.is_absolute() {
@@ -85,6 +89,7 @@ pub async fn run(a: DaemonArgs) -> anyhow::Result<()> {
         containerd_namespace: a.containerd_namespace,
         insecure_registries: a.insecure_registry,
         networking: !a.no_networking,
+        metrics_addr,
     };
     let filter = EnvFilter::try_from_env("RSWARM_LOG").unwrap_or_else(|_| {
         EnvFilter::new("warn,rswarm=info,rswarm_manager=info,rswarm_worker=info")

@@ -16,8 +16,10 @@ pub struct DaemonConfig {
     pub containerd: PathBuf,
     pub containerd_namespace: String,
     pub insecure_registries: Vec<String>,
-    /// Whether tasks get the node's networking (see `worker::network`).
+    /// Whether tasks get the node's networking (netd's agent).
     pub networking: bool,
+    /// Where Prometheus metrics are served, if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod control;
+mod metrics;
 mod netbridge;
 mod node;
 mod node_agent;
@@ -59,6 +60,13 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         }
         std::fs::remove_file(&cfg.socket)
             .with_context(|| format!("remove stale {}", cfg.socket.display()))?;
+    }
+    if let Some(addr) = cfg.metrics_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--metrics-addr: listen on {addr}"))?;
+        info!(%addr, "metrics at http://{addr}/metrics");
+        tokio::spawn(metrics::serve(l, runtime.clone()));
     }
     let listener = tokio::net::UnixListener::bind(&cfg.socket)
         .with_context(|| format!("bind {}", cfg.socket.display()))?;

@@ -194,6 +194,47 @@ impl NodeRuntime {
         &self.slot
     }
 
+    /// What a metrics scrape reports (see `metrics`).
+    pub async fn metrics(&self) -> super::metrics::Snapshot {
+        let (node_id, cluster_id) = {
+            let inner = self.inner.lock().await;
+            inner
+                .node
+                .as_ref()
+                .map(|n| (n.node_id.clone(), n.cluster_id.clone()))
+                .unwrap_or_default()
+        };
+        let store = self.slot.current().map(|m| {
+            let leader = m.is_leader();
+            m.store.view(|s| {
+                let mut nodes: std::collections::BTreeMap<&'static str, i64> = Default::default();
+                for n in s.nodes.values() {
+                    *nodes.entry(n.status.state.as_str()).or_default() += 1;
+                }
+                let mut tasks: std::collections::BTreeMap<&'static str, i64> = Default::default();
+                for t in s.tasks.values() {
+                    *tasks.entry(t.status.state.as_str()).or_default() += 1;
+                }
+                let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+                super::metrics::StoreCounts {
+                    leader,
+                    nodes_by_state: nodes.into_iter().collect(),
+                    tasks_by_state: tasks.into_iter().collect(),
+                    services: count(s.services.len()),
+                    networks: count(s.networks.len()),
+                    secrets: count(s.secrets.len()),
+                    configs: count(s.configs.len()),
+                }
+            })
+        });
+        super::metrics::Snapshot {
+            node_id,
+            cluster_id,
+            manager: store.is_some(),
+            store,
+        }
+    }
+
     /// Takes the node's place in its cluster again after a restart, without re-joining.
     pub async fn resume(self: &Arc<Self>) -> Result<(), NodeError> {
         let Some((node, creds)) = self.data.load()? else {
