@@ -1,8 +1,8 @@
 //! The global orchestrator: one live task on every node that can run the service.
 use super::replicated::{new_task, reap};
 use super::{
-    has_stopped, is_live, is_stopping_for_update, restart_decision, starts_first, update_actions,
-    Action, RestartDecision,
+    done_for_good, has_stopped, is_live, is_stopping_for_update, restart_decision, starts_first,
+    update_actions, Action, RestartDecision,
 };
 use rswarm_proto::model::{
     Node, NodeAvailability, NodeId, NodeState, Service, ServiceMode, Task, TaskId, TaskState,
@@ -90,7 +90,9 @@ pub fn reconcile_global(
                 });
             }
         } else {
-            let mut need_new = live.is_empty();
+            // A node whose task stopped and was not replaced keeps it (no new one).
+            let mut need_new =
+                live.is_empty() && !node_tasks.last().is_some_and(|t| done_for_good(svc, t));
             let (keep, extra) = match live.split_last() {
                 Some((k, rest)) => (Some(*k), rest),
                 None => (None, &[][..]),
@@ -131,7 +133,10 @@ pub fn reconcile_global(
                             need_new = true;
                         }
                         RestartDecision::At(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
-                        RestartDecision::Never => {}
+                        RestartDecision::Never => actions.push(Action::SetDesired {
+                            task: t.id.clone(),
+                            state: TaskState::Shutdown,
+                        }),
                     }
                 }
             }

@@ -82,6 +82,18 @@ pub fn starts_first(svc: &Service) -> bool {
     cfg.order == rswarm_proto::model::UpdateOrder::StartFirst
 }
 
+/// A task that stopped by itself and that the restart policy did not replace (Swarm's
+/// desired state for it is shutdown): its slot (or node) stays taken, with no live task,
+/// until the service's spec changes.
+pub fn done_for_good(svc: &Service, t: &Task) -> bool {
+    !is_live(t)
+        && matches!(
+            t.status.state,
+            TaskState::Failed | TaskState::Complete | TaskState::Rejected
+        )
+        && t.spec_version == svc.spec_version
+}
+
 /// A task that is meant to run (or is still starting).
 pub fn is_live(t: &Task) -> bool {
     t.desired_state <= TaskState::Running

@@ -1,7 +1,7 @@
 //! The replicated orchestrator: slots 1..=replicas, one live task each.
 use super::{
-    has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision, starts_first,
-    update_actions, Action, RestartDecision, TASK_HISTORY,
+    done_for_good, has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision,
+    starts_first, update_actions, Action, RestartDecision, TASK_HISTORY,
 };
 use rswarm_proto::model::{
     Node, NodeId, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
@@ -125,7 +125,11 @@ pub fn reconcile_replicated(
                     wake = Some(wake.map_or(at, |w| w.min(at)));
                     false
                 }
-                RestartDecision::Never => false,
+                RestartDecision::Never => {
+                    // As Swarm's: no longer wanted, and no replacement.
+                    actions.push(shutdown(t));
+                    false
+                }
             }
         } else {
             false
@@ -144,11 +148,23 @@ pub fn reconcile_replicated(
     // Scaling up (and slots whose old task has stopped): new tasks in the lowest free
     // slots.
     live.retain(|_, t| !outdated_now.contains(&t.id));
-    let missing = replicas.saturating_sub((live.len() + stopping.len()) as u64);
+    // Slots whose task stopped and was not replaced stay taken.
+    let done: std::collections::BTreeSet<u64> = slots
+        .iter()
+        .filter(|(slot, ts)| {
+            **slot > 0
+                && **slot <= replicas
+                && !live.contains_key(*slot)
+                && !stopping.contains(*slot)
+                && ts.last().is_some_and(|t| done_for_good(svc, t))
+        })
+        .map(|(slot, _)| *slot)
+        .collect();
+    let missing = replicas.saturating_sub((live.len() + stopping.len() + done.len()) as u64);
     let mut slot = 0;
     for _ in 0..missing {
         slot += 1;
-        while live.contains_key(&slot) || stopping.contains(&slot) {
+        while live.contains_key(&slot) || stopping.contains(&slot) || done.contains(&slot) {
             slot += 1;
         }
         actions.push(Action::Create(Box::new(new_task(
@@ -350,7 +366,17 @@ mod tests {
         assert_eq!(creates(&a), vec![1]);
         t.spec.restart.condition = RestartCondition::None;
         let (a, _) = reconcile_replicated(&svc(1), &[&t], &nodes, 10, &mut ids());
+        // As Swarm's: no longer wanted, not replaced...
+        assert_eq!(a, vec![shutdown(&t)]);
+        // ...and its slot stays taken once it is no longer live.
+        t.desired_state = TaskState::Shutdown;
+        let (a, _) = reconcile_replicated(&svc(1), &[&t], &nodes, 20, &mut ids());
         assert!(a.is_empty(), "{a:?}");
+        // A new spec takes it back.
+        let mut s = svc(1);
+        s.spec_version = t.spec_version + 1;
+        let (a, _) = reconcile_replicated(&s, &[&t], &nodes, 30, &mut ids());
+        assert_eq!(creates(&a), vec![1], "{a:?}");
     }
 
     #[test]
