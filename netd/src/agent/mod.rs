@@ -285,7 +285,7 @@ impl NetAgent {
             .remove(task);
         let me = self.clone();
         let t = task.clone();
-        let r = tokio::task::spawn_blocking(move || {
+        let r = blocking(move || {
             let _g = me.gw_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = gateway::detach(&gw_host_if(&t)) {
                 warn!(task.id = %t, "egress veth: {e}");
@@ -294,10 +294,8 @@ impl NetAgent {
             netns::delete(&me.netns_path(&t))
         })
         .await;
-        match r {
-            Ok(Err(e)) => warn!(task.id = %task, "remove the task's network namespace: {e}"),
-            Err(e) => warn!(task.id = %task, "remove the task's network namespace: {e}"),
-            Ok(Ok(())) => {}
+        if let Err(e) = r {
+            warn!(task.id = %task, "remove the task's network namespace: {e}");
         }
         self.kick.notify_one();
     }
@@ -357,11 +355,10 @@ impl NetAgent {
         let agent = self.clone();
         let v = view.clone();
         let (m2, r2) = (me.clone(), ready.clone());
-        let overlay =
-            tokio::task::spawn_blocking(move || agent.overlay(&v, &m2, underlay, &r2)).await;
+        let overlay = blocking(move || agent.overlay(&v, &m2, underlay, &r2)).await;
         st.overlay_errors.clear();
         match overlay {
-            Ok(Ok(failed)) => {
+            Ok(failed) => {
                 for (task, e) in failed {
                     warn!(task.id = ?task, "overlay networking: {e}");
                     if let Some(t) = task {
@@ -369,7 +366,6 @@ impl NetAgent {
                     }
                 }
             }
-            Ok(Err(e)) => warn!("overlay networking: {e}"),
             Err(e) => warn!("overlay networking: {e}"),
         }
         // 2. Each local task: names, DNS server, VIPs.
@@ -405,12 +401,10 @@ impl NetAgent {
             let vips = plan::task_vips(&view, t);
             if st.vips.get(&t.id) != Some(&vips) {
                 let (p, v) = (path.clone(), vips.clone());
-                let r = tokio::task::spawn_blocking(move || nft::apply_vips(&p, &v)).await;
-                match r {
-                    Ok(Ok(())) => {
+                match blocking(move || nft::apply_vips(&p, &v)).await {
+                    Ok(()) => {
                         st.vips.insert(t.id.clone(), vips);
                     }
-                    Ok(Err(e)) => warn!(task.id = %t.id, "VIP rules: {e}"),
                     Err(e) => warn!(task.id = %t.id, "VIP rules: {e}"),
                 }
             }
@@ -419,14 +413,13 @@ impl NetAgent {
         let rules = plan::host_rules(&view, &me, &self.gateway_ips(), self.gateway.clone());
         if st.host.as_ref() != Some(&rules) {
             let (r, g) = (rules.clone(), self.gateway.clone());
-            let applied = tokio::task::spawn_blocking(move || {
+            let applied = blocking(move || {
                 gateway::ensure_bridge(&g)?;
                 nft::apply_host(&r).map_err(|e| NetError::Io(e.to_string()))
             })
             .await;
             match applied {
-                Ok(Ok(())) => st.host = Some(rules),
-                Ok(Err(e)) => warn!("published ports: {e}"),
+                Ok(()) => st.host = Some(rules),
                 Err(e) => warn!("published ports: {e}"),
             }
         }
@@ -541,6 +534,17 @@ impl NetAgent {
         let mut st = self.state.lock().await;
         st.host = None;
         st.dns.clear();
+    }
+}
+
+/// Runs a kernel-facing call off the async threads; its error, or the worker's failure,
+/// as one message.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -6,7 +6,7 @@ use crate::nft::{HostPort, HostRules, IngressPort, Proto, VipBackends};
 use crate::{NodeView, RemoteTask};
 use rswarm_proto::model::{
     EndpointMode, Ipv4Cidr, NetworkAttachment, NetworkId, NetworkView, NodeId, Protocol,
-    PublishMode, Task, TaskId, TaskState, TaskView,
+    PublishMode, ServiceId, Task, TaskId, TaskState, TaskView,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -106,6 +106,18 @@ fn address_on(t: &TaskView, net: &NetworkId) -> Option<Ipv4Addr> {
         .map(|a| a.addr())
 }
 
+/// The addresses on `net` of `service`'s tasks that take traffic, in order.
+fn serving_addresses(view: &NetworkView, service: &ServiceId, net: &NetworkId) -> Vec<Ipv4Addr> {
+    let mut out: Vec<Ipv4Addr> = view
+        .tasks
+        .iter()
+        .filter(|t| &t.service_id == service && t.serving)
+        .filter_map(|t| address_on(t, net))
+        .collect();
+    out.sort();
+    out
+}
+
 /// The names a task resolves through the embedded DNS: on every network it shares with a
 /// service (the ingress network is not one for names), the service's name and aliases
 /// (its VIP there, or under dnsrr its serving tasks' addresses) and `tasks.NAME` (the
@@ -121,12 +133,7 @@ pub fn task_names(view: &NetworkView, task: &TaskView) -> BTreeMap<String, Vec<I
             let Some((_, aliases)) = svc.networks.iter().find(|(n, _)| n == &att.network) else {
                 continue;
             };
-            let tasks: Vec<Ipv4Addr> = view
-                .tasks
-                .iter()
-                .filter(|t| t.service_id == svc.id && t.serving)
-                .filter_map(|t| address_on(t, &att.network))
-                .collect();
+            let tasks = serving_addresses(view, &svc.id, &att.network);
             let vip = svc
                 .virtual_ips
                 .iter()
@@ -168,13 +175,7 @@ pub fn task_vips(view: &NetworkView, task: &TaskView) -> Vec<VipBackends> {
             let Some(vip) = svc.virtual_ips.iter().find(|v| v.network == att.network) else {
                 continue;
             };
-            let mut backends: Vec<Ipv4Addr> = view
-                .tasks
-                .iter()
-                .filter(|t| t.service_id == svc.id && t.serving)
-                .filter_map(|t| address_on(t, &att.network))
-                .collect();
-            backends.sort();
+            let backends = serving_addresses(view, &svc.id, &att.network);
             out.push(VipBackends {
                 vip: vip.addr.addr(),
                 backends,
@@ -220,13 +221,7 @@ pub fn host_rules(
                     let (Some(ing), Some(_)) = (ingress, rules.ingress_if.as_ref()) else {
                         continue;
                     };
-                    let mut backends: Vec<Ipv4Addr> = view
-                        .tasks
-                        .iter()
-                        .filter(|t| t.service_id == svc.id && t.serving)
-                        .filter_map(|t| address_on(t, &ing.id))
-                        .collect();
-                    backends.sort();
+                    let backends = serving_addresses(view, &svc.id, &ing.id);
                     rules.ingress.push(IngressPort {
                         proto: proto(p.protocol),
                         published: p.published,
