@@ -181,6 +181,7 @@ impl State {
                 }
                 self.check_service_name(svc)?;
                 self.check_service_networks(svc)?;
+                self.check_service_ports(svc)?;
                 let mut svc = (**svc).clone();
                 svc.meta.version = index;
                 self.services.insert(svc.id.clone(), svc.clone());
@@ -202,6 +203,7 @@ impl State {
                 )?;
                 self.check_service_name(svc)?;
                 self.check_service_networks(svc)?;
+                self.check_service_ports(svc)?;
                 let old = current.clone();
                 let mut svc = (**svc).clone();
                 svc.meta.version = index;

@@ -8,6 +8,7 @@
 mod apply;
 mod event;
 mod networks;
+mod ports;
 mod secrets;
 
 pub use event::Event;
