@@ -1,7 +1,11 @@
 //! Applying commands: pure, deterministic, all-or-nothing.
 use super::networks::release_if_done;
+use super::object::{
+    check_version, current_for_update, ensure_absent, insert_new, not_found, replace, restored,
+    take,
+};
 use super::{Event, State};
-use rswarm_proto::model::{Command, CommandError};
+use rswarm_proto::model::{Command, CommandError, Network, Node};
 
 impl State {
     /// Applies `cmd` as log entry `index`. On error nothing has changed.
@@ -29,54 +33,12 @@ impl State {
                 let mut c = (**cluster).clone();
                 c.meta.version = index;
                 self.cluster = Some(c);
-                self.nodes = nodes
-                    .iter()
-                    .map(|n| {
-                        let mut n = n.clone();
-                        n.meta.version = index;
-                        (n.id.clone(), n)
-                    })
-                    .collect();
-                self.services = services
-                    .iter()
-                    .map(|x| {
-                        let mut x = x.clone();
-                        x.meta.version = index;
-                        (x.id.clone(), x)
-                    })
-                    .collect();
-                self.tasks = tasks
-                    .iter()
-                    .map(|x| {
-                        let mut x = x.clone();
-                        x.meta.version = index;
-                        (x.id.clone(), x)
-                    })
-                    .collect();
-                self.networks = networks
-                    .iter()
-                    .map(|x| {
-                        let mut x = x.clone();
-                        x.meta.version = index;
-                        (x.id.clone(), x)
-                    })
-                    .collect();
-                self.secrets = secrets
-                    .iter()
-                    .map(|x| {
-                        let mut x = x.clone();
-                        x.meta.version = index;
-                        (x.id.clone(), x)
-                    })
-                    .collect();
-                self.configs = configs
-                    .iter()
-                    .map(|x| {
-                        let mut x = x.clone();
-                        x.meta.version = index;
-                        (x.id.clone(), x)
-                    })
-                    .collect();
+                self.nodes = restored(nodes, index);
+                self.services = restored(services, index);
+                self.tasks = restored(tasks, index);
+                self.networks = restored(networks, index);
+                self.secrets = restored(secrets, index);
+                self.configs = restored(configs, index);
                 Ok(vec![Event::Reset])
             }
             // The store applies `Multi` command by command (see `Store::apply`); nested
@@ -123,47 +85,23 @@ impl State {
                 Ok(vec![Event::ClusterUpdated(Box::new(c))])
             }
             Command::CreateNode(n) => {
-                if self.nodes.contains_key(&n.id) {
-                    return Err(CommandError::Exists {
-                        kind: "node".into(),
-                        id: n.id.to_string(),
-                    });
-                }
+                ensure_absent(&self.nodes, &**n)?;
                 if self.is_removed(&n.id) {
                     return Err(CommandError::Removed(n.id.to_string()));
                 }
-                let mut n = (**n).clone();
-                n.meta.version = index;
-                self.nodes.insert(n.id.clone(), n.clone());
+                let n = insert_new(&mut self.nodes, index, &**n);
                 Ok(vec![Event::NodeCreated(Box::new(n))])
             }
             Command::UpdateNode(n) => {
-                let current = self
-                    .nodes
-                    .get(&n.id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "node".into(),
-                        id: n.id.to_string(),
-                    })?;
-                check_version("node", n.id.as_str(), current.meta.version, n.meta.version)?;
-                let old = current.clone();
-                let mut n = (**n).clone();
-                n.meta.version = index;
-                n.meta.created_at = old.meta.created_at;
-                self.nodes.insert(n.id.clone(), n.clone());
+                let old = current_for_update(&self.nodes, &**n)?;
+                let n = replace(&mut self.nodes, index, &old, &**n);
                 Ok(vec![Event::NodeUpdated {
                     old: Box::new(old),
                     new: Box::new(n),
                 }])
             }
             Command::RemoveNode { id } => {
-                let old = self
-                    .nodes
-                    .remove(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "node".into(),
-                        id: id.to_string(),
-                    })?;
+                let old = take(&mut self.nodes, id)?;
                 let mut events = vec![Event::NodeRemoved(Box::new(old))];
                 if let Some(c) = self.cluster.as_mut() {
                     c.removed_nodes.insert(id.clone());
@@ -173,100 +111,49 @@ impl State {
                 Ok(events)
             }
             Command::CreateService(svc) => {
-                if self.services.contains_key(&svc.id) {
-                    return Err(CommandError::Exists {
-                        kind: "service".into(),
-                        id: svc.id.to_string(),
-                    });
-                }
+                ensure_absent(&self.services, &**svc)?;
                 self.check_service_name(svc)?;
                 self.check_service_networks(svc)?;
                 self.check_service_ports(svc)?;
-                let mut svc = (**svc).clone();
-                svc.meta.version = index;
-                self.services.insert(svc.id.clone(), svc.clone());
+                let svc = insert_new(&mut self.services, index, &**svc);
                 Ok(vec![Event::ServiceCreated(Box::new(svc))])
             }
             Command::UpdateService(svc) => {
-                let current = self
-                    .services
-                    .get(&svc.id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "service".into(),
-                        id: svc.id.to_string(),
-                    })?;
-                check_version(
-                    "service",
-                    svc.id.as_str(),
-                    current.meta.version,
-                    svc.meta.version,
-                )?;
+                let old = current_for_update(&self.services, &**svc)?;
                 self.check_service_name(svc)?;
                 self.check_service_networks(svc)?;
                 self.check_service_ports(svc)?;
-                let old = current.clone();
-                let mut svc = (**svc).clone();
-                svc.meta.version = index;
-                svc.meta.created_at = old.meta.created_at;
-                self.services.insert(svc.id.clone(), svc.clone());
+                let svc = replace(&mut self.services, index, &old, &**svc);
                 Ok(vec![Event::ServiceUpdated {
                     old: Box::new(old),
                     new: Box::new(svc),
                 }])
             }
             Command::RemoveService { id } => {
-                let old = self
-                    .services
-                    .remove(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "service".into(),
-                        id: id.to_string(),
-                    })?;
+                let old = take(&mut self.services, id)?;
                 Ok(vec![Event::ServiceRemoved(Box::new(old))])
             }
             Command::CreateTask(t) => {
-                if self.tasks.contains_key(&t.id) {
-                    return Err(CommandError::Exists {
-                        kind: "task".into(),
-                        id: t.id.to_string(),
-                    });
-                }
+                ensure_absent(&self.tasks, &**t)?;
                 self.check_task_addresses(t, None)?;
                 let mut t = (**t).clone();
-                t.meta.version = index;
                 release_if_done(&mut t);
-                self.tasks.insert(t.id.clone(), t.clone());
+                let t = insert_new(&mut self.tasks, index, &t);
                 Ok(vec![Event::TaskCreated(Box::new(t))])
             }
             Command::UpdateTask(t) => {
-                let current = self
-                    .tasks
-                    .get(&t.id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "task".into(),
-                        id: t.id.to_string(),
-                    })?;
-                check_version("task", t.id.as_str(), current.meta.version, t.meta.version)?;
-                self.check_task_addresses(t, Some(current))?;
-                let old = current.clone();
+                let old = current_for_update(&self.tasks, &**t)?;
+                self.check_task_addresses(t, Some(&old))?;
                 let mut t = (**t).clone();
-                t.meta.version = index;
-                t.meta.created_at = old.meta.created_at;
                 release_if_done(&mut t);
-                self.tasks.insert(t.id.clone(), t.clone());
+                let t = replace(&mut self.tasks, index, &old, &t);
                 Ok(vec![Event::TaskUpdated {
                     old: Box::new(old),
                     new: Box::new(t),
                 }])
             }
             Command::RemoveTask { id } => {
-                let old = self
-                    .tasks
-                    .remove(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "task".into(),
-                        id: id.to_string(),
-                    })?;
+                let old = take(&mut self.tasks, id)?;
                 Ok(vec![Event::TaskRemoved(Box::new(old))])
             }
             Command::UpdateTaskStatus { id, status } => {
@@ -330,9 +217,7 @@ impl State {
             }
             Command::CreateNetwork(n) => {
                 self.check_new_network(n)?;
-                let mut n = (**n).clone();
-                n.meta.version = index;
-                self.networks.insert(n.id.clone(), n.clone());
+                let n = insert_new(&mut self.networks, index, &**n);
                 Ok(vec![Event::NetworkCreated(Box::new(n))])
             }
             Command::SetNodeEndpoint {
@@ -343,16 +228,10 @@ impl State {
                 let net = self
                     .networks
                     .get(network)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "network".into(),
-                        id: network.to_string(),
-                    })?;
+                    .ok_or_else(|| not_found::<Network>(network))?;
                 if let Some(addr) = addr {
                     if !self.nodes.contains_key(node) {
-                        return Err(CommandError::NotFound {
-                            kind: "node".into(),
-                            id: node.to_string(),
-                        });
+                        return Err(not_found::<Node>(node));
                     }
                     if net.node_endpoints.get(node) != Some(addr) {
                         super::networks::check_host(net, addr)?;
@@ -375,10 +254,7 @@ impl State {
                 let current = self
                     .networks
                     .get(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "network".into(),
-                        id: id.to_string(),
-                    })?;
+                    .ok_or_else(|| not_found::<Network>(id))?;
                 if let Some(by) = self.network_user(id) {
                     return Err(CommandError::InUse {
                         kind: "network".into(),
@@ -386,13 +262,7 @@ impl State {
                         by,
                     });
                 }
-                let old = self
-                    .networks
-                    .remove(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "network".into(),
-                        id: id.to_string(),
-                    })?;
+                let old = take(&mut self.networks, id)?;
                 Ok(vec![Event::NetworkRemoved(Box::new(old))])
             }
             Command::SetServiceUpdateStatus { id, status } => {
@@ -446,10 +316,7 @@ impl State {
                 let current = self
                     .nodes
                     .get_mut(id)
-                    .ok_or_else(|| CommandError::NotFound {
-                        kind: "node".into(),
-                        id: id.to_string(),
-                    })?;
+                    .ok_or_else(|| not_found::<Node>(id))?;
                 let old = current.clone();
                 current.status.state = *state;
                 current.status.message.clone_from(message);
@@ -484,19 +351,6 @@ impl State {
         self.cluster
             .as_ref()
             .is_some_and(|c| c.removed_nodes.contains(id))
-    }
-}
-
-fn check_version(kind: &str, id: &str, current: u64, given: u64) -> Result<(), CommandError> {
-    if current == given {
-        Ok(())
-    } else {
-        Err(CommandError::StaleVersion {
-            kind: kind.into(),
-            id: id.into(),
-            current,
-            given,
-        })
     }
 }
 

@@ -8,6 +8,7 @@
 mod apply;
 mod event;
 mod networks;
+mod object;
 mod ports;
 mod secrets;
 

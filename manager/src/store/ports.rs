@@ -114,7 +114,10 @@ mod tests {
         let mut s = State::default();
         let err = create(&mut s, 1, svc("a", &[(0, PublishMode::Ingress)])).unwrap_err();
         assert!(matches!(err, CommandError::Invalid(_)), "{err:?}");
-        let twice = svc("b", &[(8080, PublishMode::Ingress), (8080, PublishMode::Ingress)]);
+        let twice = svc(
+            "b",
+            &[(8080, PublishMode::Ingress), (8080, PublishMode::Ingress)],
+        );
         let err = create(&mut s, 2, twice).unwrap_err();
         assert!(matches!(err, CommandError::Invalid(_)), "{err:?}");
         assert!(s.services.is_empty());

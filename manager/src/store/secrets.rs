@@ -1,7 +1,9 @@
 //! Applying the secret and config commands: names are unique per kind, and one that a
 //! service refers to cannot be removed. Secret data arrives already encrypted.
+use super::object::{insert_new, not_found, Stored};
 use super::{Event, LookupError, State};
 use rswarm_proto::model::{Command, CommandError, Config, Secret};
+use std::collections::BTreeMap;
 
 impl State {
     pub(super) fn apply_secrets(
@@ -11,39 +13,21 @@ impl State {
     ) -> Result<Vec<Event>, CommandError> {
         match cmd {
             Command::CreateSecret(x) => {
-                let taken = self.secrets.contains_key(&x.id)
-                    || self.secrets.values().any(|o| o.spec.name == x.spec.name);
-                if taken {
-                    return Err(CommandError::Exists {
-                        kind: "secret".into(),
-                        id: x.spec.name.clone(),
-                    });
-                }
-                let mut x: Secret = (**x).clone();
-                x.meta.version = index;
-                self.secrets.insert(x.id.clone(), x);
+                unique_name(&self.secrets, &**x)?;
+                insert_new(&mut self.secrets, index, &**x);
             }
             Command::CreateConfig(x) => {
-                let taken = self.configs.contains_key(&x.id)
-                    || self.configs.values().any(|o| o.spec.name == x.spec.name);
-                if taken {
-                    return Err(CommandError::Exists {
-                        kind: "config".into(),
-                        id: x.spec.name.clone(),
-                    });
-                }
-                let mut x: Config = (**x).clone();
-                x.meta.version = index;
-                self.configs.insert(x.id.clone(), x);
+                unique_name(&self.configs, &**x)?;
+                insert_new(&mut self.configs, index, &**x);
             }
             Command::RemoveSecret { id } => {
                 let name = self
                     .secrets
                     .get(id)
                     .map(|x| x.spec.name.clone())
-                    .ok_or_else(|| not_found("secret", id))?;
+                    .ok_or_else(|| not_found::<Secret>(id))?;
                 if let Some(by) = self.file_user(id, true) {
-                    return Err(in_use("secret", name, by));
+                    return Err(in_use::<Secret>(name, by));
                 }
                 self.secrets.remove(id);
             }
@@ -52,9 +36,9 @@ impl State {
                     .configs
                     .get(id)
                     .map(|x| x.spec.name.clone())
-                    .ok_or_else(|| not_found("config", id))?;
+                    .ok_or_else(|| not_found::<Config>(id))?;
                 if let Some(by) = self.file_user(id, false) {
-                    return Err(in_use("config", name, by));
+                    return Err(in_use::<Config>(name, by));
                 }
                 self.configs.remove(id);
             }
@@ -107,18 +91,41 @@ fn lookup(kind: &'static str, key: &str, ambiguous: bool) -> LookupError {
     }
 }
 
-fn not_found(kind: &str, id: &str) -> CommandError {
-    CommandError::NotFound {
-        kind: kind.into(),
-        id: id.into(),
+fn in_use<T: Stored>(name: String, by: String) -> CommandError {
+    CommandError::InUse {
+        kind: T::KIND.into(),
+        id: name,
+        by: format!("service {by}"),
     }
 }
 
-fn in_use(kind: &str, name: String, by: String) -> CommandError {
-    CommandError::InUse {
-        kind: kind.into(),
-        id: name,
-        by: format!("service {by}"),
+/// Secret and config names are unique per kind (as are their ids).
+fn unique_name<T>(map: &BTreeMap<String, T>, x: &T) -> Result<(), CommandError>
+where
+    T: Stored<Id = String> + Named,
+{
+    if map.contains_key(x.key()) || map.values().any(|o| o.name() == x.name()) {
+        return Err(CommandError::Exists {
+            kind: T::KIND.into(),
+            id: x.name().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+trait Named {
+    fn name(&self) -> &str;
+}
+
+impl Named for Secret {
+    fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+impl Named for Config {
+    fn name(&self) -> &str {
+        &self.spec.name
     }
 }
 
