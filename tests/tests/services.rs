@@ -532,6 +532,88 @@ fn on_failure_restarts_stop_after_max_attempts() {
     });
 }
 
+/// A restart's replacement is made as soon as the task stops, with desired state `ready`: it
+/// is placed and prepared (image, container) during the restart delay and started only
+/// after it (swarmkit's restart supervisor). `--filter desired-state=running` does not list
+/// it meanwhile, as Docker's does not.
+#[test]
+fn a_restarts_replacement_is_prepared_during_the_delay_and_started_after_it() {
+    if !containerd_tests_enabled() {
+        return;
+    }
+    let c = Cluster::start("delay", 25370);
+    let m = c.m1();
+    create(
+        m,
+        &[
+            "--name",
+            "flaky",
+            "--restart-delay",
+            "10s",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    let held = |rows: &[Value]| -> Option<String> {
+        rows.iter()
+            .find(|r| s(r, "desired_state") == "ready" && s(r, "state") == "ready")
+            .map(|r| s(r, "id").to_owned())
+    };
+    let id = wait_for(Duration::from_secs(45), || {
+        let rows = tasks(m, "flaky", false)?;
+        let failed = rows
+            .iter()
+            .filter(|r| s(r, "state") == "failed" && s(r, "desired_state") == "shutdown")
+            .count();
+        match held(&rows) {
+            Some(id) if failed == 1 => Ok(id),
+            _ => Err(format!(
+                "want one failed task and its replacement prepared: {}",
+                summary(&rows)
+            )),
+        }
+    });
+    let seen = Instant::now();
+    // Within the delay: held, not started anywhere, not listed as desired running.
+    hold_for(Duration::from_secs(3), || {
+        let rows = tasks(m, "flaky", false)?;
+        if held(&rows).as_deref() != Some(id.as_str()) {
+            return Err(format!(
+                "the replacement left ready early: {}",
+                summary(&rows)
+            ));
+        }
+        let listed = tasks(m, "flaky", true)?;
+        if !listed.is_empty() {
+            return Err(format!("desired-state=running lists {}", summary(&listed)));
+        }
+        let started: usize = c.ctr_running_per_node()?.values().sum();
+        if started > 0 {
+            return Err(format!("{started} containers run during the delay"));
+        }
+        Ok(())
+    });
+    // Then it is started (and fails again, 1 s later).
+    wait_for(Duration::from_secs(30), || {
+        let rows = tasks(m, "flaky", false)?;
+        let row = rows
+            .iter()
+            .find(|r| s(r, "id") == id)
+            .ok_or_else(|| format!("task {id} is gone: {}", summary(&rows)))?;
+        if matches!(s(row, "state"), "running" | "failed") {
+            Ok(())
+        } else {
+            Err(format!("task {id} not started: {}", summary(&rows)))
+        }
+    });
+    eprintln!(
+        "the replacement started {:?} after it was seen prepared",
+        seen.elapsed()
+    );
+}
+
 #[test]
 fn logs_come_from_every_replica_and_exec_runs_in_a_task() {
     if !containerd_tests_enabled() {
