@@ -614,6 +614,95 @@ fn a_restarts_replacement_is_prepared_during_the_delay_and_started_after_it() {
     );
 }
 
+/// A replacement prepared during its restart delay (container created, not started) is
+/// kept across a restart of its node's daemon and started when the delay is over.
+#[test]
+fn a_prepared_replacement_is_started_after_a_daemon_restart() {
+    if !containerd_tests_enabled() {
+        return;
+    }
+    let mut c = Cluster::start("prepared", 25380);
+    create(
+        c.m1(),
+        &[
+            "--name",
+            "flaky",
+            "--constraint",
+            "node.hostname==w1",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "1",
+            "--restart-delay",
+            "20s",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    let held = |m: &Daemon| -> Result<String, String> {
+        let rows = tasks(m, "flaky", false)?;
+        rows.iter()
+            .find(|r| s(r, "desired_state") == "ready" && s(r, "state") == "ready")
+            .map(|r| s(r, "id").to_owned())
+            .ok_or_else(|| format!("no prepared replacement: {}", summary(&rows)))
+    };
+    let id = wait_for(Duration::from_secs(45), || held(c.m1()));
+    let seen = Instant::now();
+    let stopped_at = now_ms();
+    c.node_mut("w1").restart();
+    wait_for(BACK, || {
+        let v = c.m1().try_json(&["node", "inspect", "w1"])?;
+        let n = &v[0];
+        if n["updated_at"].as_u64().unwrap_or(0) < stopped_at {
+            return Err(format!("w1 not registered since its restart: {n}"));
+        }
+        nodes::expect_field(&c.m1().nodes()?, "w1", "state", "ready")
+    });
+    eprintln!(
+        "w1 back {:?} after the replacement was seen prepared",
+        seen.elapsed()
+    );
+    if seen.elapsed() < Duration::from_secs(12) {
+        let still = held(c.m1()).unwrap_or_default();
+        assert_eq!(
+            still, id,
+            "the prepared replacement changed across the restart"
+        );
+        assert_eq!(
+            c.ctr_running_per_node().map(|m| m.values().sum::<usize>()),
+            Ok(0)
+        );
+    }
+    // Once the delay is over it runs its command: it fails with its exit code, and no
+    // third task is made (max attempts 1).
+    wait_for(Duration::from_secs(45), || {
+        let rows = tasks(c.m1(), "flaky", false)?;
+        let row = rows
+            .iter()
+            .find(|r| s(r, "id") == id)
+            .ok_or_else(|| format!("task {id} is gone: {}", summary(&rows)))?;
+        if s(row, "state") == "failed" && row["exit_code"] == 3 {
+            Ok(())
+        } else {
+            Err(format!("task {id} has not run: {}", summary(&rows)))
+        }
+    });
+    eprintln!(
+        "it ran and failed {:?} after it was seen prepared",
+        seen.elapsed()
+    );
+    hold_for(Duration::from_secs(3), || {
+        let rows = tasks(c.m1(), "flaky", false)?;
+        if rows.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("want 2 tasks: {}", summary(&rows)))
+        }
+    });
+}
+
 #[test]
 fn logs_come_from_every_replica_and_exec_runs_in_a_task() {
     if !containerd_tests_enabled() {
