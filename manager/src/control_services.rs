@@ -152,9 +152,11 @@ fn service_view(m: &Manager, svc: &Service) -> pb::Service {
                 v.network_name = network_name(s, &v.network_id);
             }
         }
+        // Live tasks: a restart's replacement waiting out its delay (desired `Ready`) is
+        // still one of the global service's desired tasks, though not running.
         let live: Vec<_> = s
             .tasks_of(&svc.id)
-            .filter(|t| t.desired_state == TaskState::Running)
+            .filter(|t| t.desired_state <= TaskState::Running)
             .collect();
         out.replicas_running = live
             .iter()

@@ -532,6 +532,177 @@ fn on_failure_restarts_stop_after_max_attempts() {
     });
 }
 
+/// A restart's replacement is made as soon as the task stops, with desired state `ready`: it
+/// is placed and prepared (image, container) during the restart delay and started only
+/// after it (swarmkit's restart supervisor). `--filter desired-state=running` does not list
+/// it meanwhile, as Docker's does not.
+#[test]
+fn a_restarts_replacement_is_prepared_during_the_delay_and_started_after_it() {
+    if !containerd_tests_enabled() {
+        return;
+    }
+    let c = Cluster::start("delay", 25370);
+    let m = c.m1();
+    create(
+        m,
+        &[
+            "--name",
+            "flaky",
+            "--restart-delay",
+            "10s",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    let held = |rows: &[Value]| -> Option<String> {
+        rows.iter()
+            .find(|r| s(r, "desired_state") == "ready" && s(r, "state") == "ready")
+            .map(|r| s(r, "id").to_owned())
+    };
+    let id = wait_for(Duration::from_secs(45), || {
+        let rows = tasks(m, "flaky", false)?;
+        let failed = rows
+            .iter()
+            .filter(|r| s(r, "state") == "failed" && s(r, "desired_state") == "shutdown")
+            .count();
+        match held(&rows) {
+            Some(id) if failed == 1 => Ok(id),
+            _ => Err(format!(
+                "want one failed task and its replacement prepared: {}",
+                summary(&rows)
+            )),
+        }
+    });
+    let seen = Instant::now();
+    // Within the delay: held, not started anywhere, not listed as desired running.
+    hold_for(Duration::from_secs(3), || {
+        let rows = tasks(m, "flaky", false)?;
+        if held(&rows).as_deref() != Some(id.as_str()) {
+            return Err(format!(
+                "the replacement left ready early: {}",
+                summary(&rows)
+            ));
+        }
+        let listed = tasks(m, "flaky", true)?;
+        if !listed.is_empty() {
+            return Err(format!("desired-state=running lists {}", summary(&listed)));
+        }
+        let started: usize = c.ctr_running_per_node()?.values().sum();
+        if started > 0 {
+            return Err(format!("{started} containers run during the delay"));
+        }
+        Ok(())
+    });
+    // Then it is started (and fails again, 1 s later).
+    wait_for(Duration::from_secs(30), || {
+        let rows = tasks(m, "flaky", false)?;
+        let row = rows
+            .iter()
+            .find(|r| s(r, "id") == id)
+            .ok_or_else(|| format!("task {id} is gone: {}", summary(&rows)))?;
+        if matches!(s(row, "state"), "running" | "failed") {
+            Ok(())
+        } else {
+            Err(format!("task {id} not started: {}", summary(&rows)))
+        }
+    });
+    eprintln!(
+        "the replacement started {:?} after it was seen prepared",
+        seen.elapsed()
+    );
+}
+
+/// A replacement prepared during its restart delay (container created, not started) is
+/// kept across a restart of its node's daemon and started when the delay is over.
+#[test]
+fn a_prepared_replacement_is_started_after_a_daemon_restart() {
+    if !containerd_tests_enabled() {
+        return;
+    }
+    let mut c = Cluster::start("prepared", 25380);
+    create(
+        c.m1(),
+        &[
+            "--name",
+            "flaky",
+            "--constraint",
+            "node.hostname==w1",
+            "--restart-condition",
+            "on-failure",
+            "--restart-max-attempts",
+            "1",
+            "--restart-delay",
+            "20s",
+            IMAGE,
+            "sh",
+            "-c",
+            "sleep 1; exit 3",
+        ],
+    );
+    let held = |m: &Daemon| -> Result<String, String> {
+        let rows = tasks(m, "flaky", false)?;
+        rows.iter()
+            .find(|r| s(r, "desired_state") == "ready" && s(r, "state") == "ready")
+            .map(|r| s(r, "id").to_owned())
+            .ok_or_else(|| format!("no prepared replacement: {}", summary(&rows)))
+    };
+    let id = wait_for(Duration::from_secs(45), || held(c.m1()));
+    let seen = Instant::now();
+    let stopped_at = now_ms();
+    c.node_mut("w1").restart();
+    wait_for(BACK, || {
+        let v = c.m1().try_json(&["node", "inspect", "w1"])?;
+        let n = &v[0];
+        if n["updated_at"].as_u64().unwrap_or(0) < stopped_at {
+            return Err(format!("w1 not registered since its restart: {n}"));
+        }
+        nodes::expect_field(&c.m1().nodes()?, "w1", "state", "ready")
+    });
+    eprintln!(
+        "w1 back {:?} after the replacement was seen prepared",
+        seen.elapsed()
+    );
+    if seen.elapsed() < Duration::from_secs(12) {
+        let still = held(c.m1()).unwrap_or_default();
+        assert_eq!(
+            still, id,
+            "the prepared replacement changed across the restart"
+        );
+        assert_eq!(
+            c.ctr_running_per_node().map(|m| m.values().sum::<usize>()),
+            Ok(0)
+        );
+    }
+    // Once the delay is over it runs its command: it fails with its exit code, and no
+    // third task is made (max attempts 1).
+    wait_for(Duration::from_secs(45), || {
+        let rows = tasks(c.m1(), "flaky", false)?;
+        let row = rows
+            .iter()
+            .find(|r| s(r, "id") == id)
+            .ok_or_else(|| format!("task {id} is gone: {}", summary(&rows)))?;
+        if s(row, "state") == "failed" && row["exit_code"] == 3 {
+            Ok(())
+        } else {
+            Err(format!("task {id} has not run: {}", summary(&rows)))
+        }
+    });
+    eprintln!(
+        "it ran and failed {:?} after it was seen prepared",
+        seen.elapsed()
+    );
+    hold_for(Duration::from_secs(3), || {
+        let rows = tasks(c.m1(), "flaky", false)?;
+        if rows.len() == 2 {
+            Ok(())
+        } else {
+            Err(format!("want 2 tasks: {}", summary(&rows)))
+        }
+    });
+}
+
 #[test]
 fn logs_come_from_every_replica_and_exec_runs_in_a_task() {
     if !containerd_tests_enabled() {

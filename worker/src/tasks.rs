@@ -3,7 +3,8 @@
 //! until the leader has it (re-sent after a reconnect).
 //!
 //! A runner first inspects the container, so after a daemon restart it reattaches to a
-//! running container instead of starting another (the task's state does not change).
+//! running container instead of starting another (the task's state does not change), and
+//! one prepared but not yet started (`ready`) is started once its desired state is running.
 
 use crate::exec::{Controller, ExecError, Executor};
 use crate::health::{self, Streak, Verdict};
@@ -51,6 +52,23 @@ impl Reports {
 struct Runner {
     task: watch::Sender<Task>,
     handle: JoinHandle<()>,
+}
+
+/// Waits while the task's desired state is below running: true once it is to run, false
+/// when it is to stop instead (or its runner is being dropped).
+async fn until_desired_running(rx: &mut watch::Receiver<Task>) -> bool {
+    loop {
+        let desired = rx.borrow_and_update().desired_state;
+        if desired >= TaskState::Shutdown {
+            return false;
+        }
+        if desired >= TaskState::Running {
+            return true;
+        }
+        if rx.changed().await.is_err() {
+            return false;
+        }
+    }
 }
 
 /// Runs this node's tasks.
@@ -312,6 +330,12 @@ impl TaskManager {
             self.report(&t, TaskState::Preparing, "preparing", None, None);
             self.until_shutdown(rx, ctl.prepare()).await?;
             if rx.borrow().desired_state >= TaskState::Shutdown {
+                return self.shutdown(rx, ctl, true).await;
+            }
+            self.report(&t, TaskState::Ready, "prepared", None, None);
+            // A restart's replacement is prepared during its restart delay and started
+            // once the leader moves it to desired running (swarmkit's restart supervisor).
+            if !until_desired_running(rx).await {
                 return self.shutdown(rx, ctl, true).await;
             }
             self.report(&t, TaskState::Starting, "starting", None, None);

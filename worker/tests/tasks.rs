@@ -628,3 +628,80 @@ async fn after_a_reboot_a_running_task_whose_process_is_gone_is_not_restarted() 
     rec.until_terminal(&t.id, WITHIN).await;
     assert_eq!(fake.times_started(&t.id), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_desired_ready_is_prepared_but_started_only_when_desired_running() {
+    let fake = FakeExecutor::new();
+    fake.script_image(
+        "srv",
+        Script::new().prepare_takes(secs(2)).start_takes(secs(1)),
+    );
+    let (tm, mut rec) = manager(&fake);
+    let mut t = task("t1", "srv");
+    t.desired_state = TaskState::Ready;
+    tm.update(vec![t.clone()], vec![]).await;
+    let ready = rec.until(&t.id, TaskState::Ready, WITHIN).await;
+    assert_eq!(rec.since_t0(&ready), secs(2));
+    assert_eq!(ready.status.message, "prepared");
+    // Its restart delay runs: created, not started, nothing more reported.
+    rec.quiet_for(secs(30)).await;
+    let c = fake.container(&t.id).expect("created while ready");
+    assert!(!c.running);
+    assert_eq!(fake.times_started(&t.id), 0);
+    // The leader moves it to running: only the start is left to do.
+    t.desired_state = TaskState::Running;
+    tm.update(vec![t.clone()], vec![]).await;
+    let running = rec.until(&t.id, TaskState::Running, WITHIN).await;
+    assert_eq!(rec.since_t0(&running), secs(33));
+    assert_eq!(fake.times_started(&t.id), 1);
+    assert_eq!(fake.history(&t.id).created, 1);
+    assert_eq!(
+        rec.states(&t.id),
+        vec![
+            TaskState::Preparing,
+            TaskState::Ready,
+            TaskState::Starting,
+            TaskState::Running
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_shut_down_while_ready_is_never_started() {
+    let fake = FakeExecutor::new();
+    let (tm, mut rec) = manager(&fake);
+    let mut t = task("t1", "srv");
+    t.desired_state = TaskState::Ready;
+    tm.update(vec![t.clone()], vec![]).await;
+    rec.until(&t.id, TaskState::Ready, WITHIN).await;
+    t.desired_state = TaskState::Shutdown;
+    tm.update(vec![t.clone()], vec![]).await;
+    let down = rec.until(&t.id, TaskState::Shutdown, WITHIN).await;
+    assert_eq!(rec.since_t0(&down), Duration::ZERO);
+    assert_eq!(fake.times_started(&t.id), 0);
+    assert!(fake.signals(&t.id).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_restart_a_prepared_task_is_started_once_desired_running() {
+    let fake = FakeExecutor::new();
+    let mut t = task("t1", "srv");
+    t.desired_state = TaskState::Ready;
+    t.status.state = TaskState::Ready;
+    t.status.message = "prepared".into();
+    let cid = fake.add_created(&t);
+
+    // A fresh manager, as after a daemon restart: the container is kept as it is.
+    let (tm, mut rec) = manager(&fake);
+    tm.set_all(vec![t.clone()]).await;
+    rec.until(&t.id, TaskState::Ready, WITHIN).await;
+    rec.quiet_for(secs(30)).await;
+    assert_eq!(fake.times_started(&t.id), 0);
+    t.desired_state = TaskState::Running;
+    tm.update(vec![t.clone()], vec![]).await;
+    rec.until(&t.id, TaskState::Running, WITHIN).await;
+    let c = fake.container(&t.id).expect("container");
+    assert_eq!((c.container_id.as_str(), c.running), (cid.as_str(), true));
+    assert_eq!(fake.history(&t.id).created, 1, "prepared only once");
+    assert_eq!(fake.times_started(&t.id), 1);
+}

@@ -1,5 +1,5 @@
 //! The global orchestrator: one live task on every node that can run the service.
-use super::replicated::{new_task, reap};
+use super::replicated::{new_task, reap, start_when_due};
 use super::{
     done_for_good, has_stopped, is_live, is_stopping_for_update, restart_decision, starts_first,
     update_actions, Action, RestartDecision,
@@ -93,6 +93,7 @@ pub fn reconcile_global(
             // A node whose task stopped and was not replaced keeps it (no new one).
             let mut need_new =
                 live.is_empty() && !node_tasks.last().is_some_and(|t| done_for_good(svc, t));
+            let mut new_desired = TaskState::Running;
             let (keep, extra) = match live.split_last() {
                 Some((k, rest)) => (Some(*k), rest),
                 None => (None, &[][..]),
@@ -124,30 +125,25 @@ pub fn reconcile_global(
                         });
                     }
                 } else if has_stopped(t) {
-                    match restart_decision(t, node_tasks, now) {
-                        RestartDecision::Now => {
-                            actions.push(Action::SetDesired {
-                                task: t.id.clone(),
-                                state: TaskState::Shutdown,
-                            });
-                            need_new = true;
-                        }
-                        RestartDecision::At(at) => wake = Some(wake.map_or(at, |w| w.min(at))),
-                        RestartDecision::Never => actions.push(Action::SetDesired {
-                            task: t.id.clone(),
-                            state: TaskState::Shutdown,
-                        }),
+                    let decision = restart_decision(t, node_tasks, now);
+                    if let RestartDecision::At(at) = decision {
+                        // Made now and prepared during the delay; started once it is over.
+                        wake = Some(wake.map_or(at, |w| w.min(at)));
+                        new_desired = TaskState::Ready;
                     }
+                    actions.push(Action::SetDesired {
+                        task: t.id.clone(),
+                        state: TaskState::Shutdown,
+                    });
+                    need_new = decision != RestartDecision::Never;
+                } else if t.desired_state == TaskState::Ready {
+                    start_when_due(t, node_tasks, now, &mut actions, &mut wake);
                 }
             }
             if need_new && start_ok && !stopping_nodes.contains(node_id) {
-                actions.push(Action::Create(Box::new(new_task(
-                    svc,
-                    0,
-                    Some(node_id.clone()),
-                    now,
-                    new_id(),
-                ))));
+                let mut next = new_task(svc, 0, Some(node_id.clone()), now, new_id());
+                next.desired_state = new_desired;
+                actions.push(Action::Create(Box::new(next)));
             }
         }
         actions.extend(reap(node_tasks));
@@ -267,5 +263,64 @@ mod tests {
         new.status.state = TaskState::Running;
         let (a, _) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, 30, &mut ids());
         assert!(stops(&a, "old") && creates(&a) == 0, "{a:?}");
+    }
+
+    #[test]
+    fn a_delayed_restart_makes_a_ready_replacement_at_once_and_starts_it_when_due() {
+        let nodes: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Active)]
+            .into_iter()
+            .collect();
+        let s = svc();
+        let mut old = new_task(&s, 0, Some("a".into()), 0, "old".into());
+        old.status.state = TaskState::Failed;
+        old.status.exit_code = Some(1);
+        old.status.timestamp = 1_000;
+        let (a, wake) = reconcile_global(&s, &[&old], &nodes, &|_| true, 1_010, &mut ids());
+        assert!(a.contains(&Action::SetDesired {
+            task: "old".into(),
+            state: TaskState::Shutdown
+        }));
+        let made: Vec<Task> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create(t) => Some((**t).clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "{a:?}");
+        assert_eq!(made[0].desired_state, TaskState::Ready);
+        // The default restart delay is 5 s.
+        assert_eq!(wake, Some(6_000));
+        old.desired_state = TaskState::Shutdown;
+        let mut new = made[0].clone();
+        new.status.state = TaskState::Ready;
+        for now in [1_020, 5_999] {
+            let (a, wake) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, now, &mut ids());
+            assert!(a.is_empty(), "at {now}: {a:?}");
+            assert_eq!(wake, Some(6_000));
+        }
+        for now in [6_000, 8_000] {
+            let (a, _) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, now, &mut ids());
+            assert_eq!(
+                a,
+                vec![Action::SetDesired {
+                    task: new.id.clone(),
+                    state: TaskState::Running
+                }],
+                "at {now}"
+            );
+        }
+        // A drained node loses it before it ever starts.
+        let drained: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Drain)]
+            .into_iter()
+            .collect();
+        let (a, _) = reconcile_global(&s, &[&old, &new], &drained, &|_| true, 6_000, &mut ids());
+        assert_eq!(
+            a,
+            vec![Action::SetDesired {
+                task: new.id.clone(),
+                state: TaskState::Shutdown
+            }]
+        );
     }
 }

@@ -13,7 +13,7 @@ pub mod update;
 
 pub use global::reconcile_global;
 pub use replicated::reconcile_replicated;
-pub use restart::{restart_decision, RestartDecision};
+pub use restart::{restart_decision, start_due, RestartDecision};
 pub use run::{pass, run};
 
 use rswarm_proto::model::{

@@ -1,7 +1,7 @@
 //! The replicated orchestrator: slots 1..=replicas, one live task each.
 use super::{
     done_for_good, has_stopped, is_live, is_stopping_for_update, node_lost, restart_decision,
-    starts_first, update_actions, Action, RestartDecision, TASK_HISTORY,
+    start_due, starts_first, update_actions, Action, RestartDecision, TASK_HISTORY,
 };
 use rswarm_proto::model::{
     Node, NodeId, Service, ServiceMode, Task, TaskId, TaskState, TaskStatus,
@@ -116,33 +116,34 @@ pub fn reconcile_replicated(
             continue;
         }
         let lost = t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n)));
+        // Replace it, with the replacement's desired state.
         let replace = if lost {
-            true
+            Some(TaskState::Running)
         } else if has_stopped(t) {
             match restart_decision(t, &slots[&slot], now) {
-                RestartDecision::Now => true,
+                RestartDecision::Now => Some(TaskState::Running),
                 RestartDecision::At(at) => {
+                    // Made now and prepared during the delay; started once it is over.
                     wake = Some(wake.map_or(at, |w| w.min(at)));
-                    false
+                    Some(TaskState::Ready)
                 }
                 RestartDecision::Never => {
                     // As Swarm's: no longer wanted, and no replacement.
                     actions.push(shutdown(t));
-                    false
+                    None
                 }
             }
         } else {
-            false
+            if t.desired_state == TaskState::Ready {
+                start_when_due(t, &slots[&slot], now, &mut actions, &mut wake);
+            }
+            None
         };
-        if replace {
+        if let Some(desired) = replace {
             actions.push(shutdown(t));
-            actions.push(Action::Create(Box::new(new_task(
-                svc,
-                slot,
-                None,
-                now,
-                new_id(),
-            ))));
+            let mut next = new_task(svc, slot, None, now, new_id());
+            next.desired_state = desired;
+            actions.push(Action::Create(Box::new(next)));
         }
     }
     // Scaling up (and slots whose old task has stopped): new tasks in the lowest free
@@ -179,6 +180,26 @@ pub fn reconcile_replicated(
         actions.extend(reap(slot_tasks));
     }
     (actions, wake)
+}
+
+/// A restart's replacement held in desired state `Ready`: to `Running` once its restart
+/// delay is over, else a wake-up then. `history` is its slot's (or node's) tasks.
+pub fn start_when_due(
+    t: &Task,
+    history: &[&Task],
+    now: u64,
+    actions: &mut Vec<Action>,
+    wake: &mut Option<u64>,
+) {
+    let due = start_due(t, history);
+    if due <= now {
+        actions.push(Action::SetDesired {
+            task: t.id.clone(),
+            state: TaskState::Running,
+        });
+    } else {
+        *wake = Some(wake.map_or(due, |w| w.min(due)));
+    }
 }
 
 fn shutdown(t: &Task) -> Action {
@@ -458,5 +479,131 @@ mod tests {
         let (a, _) = reconcile_replicated(&s, &[&old, &new], &nodes, 30, &mut ids());
         assert!(a.contains(&shutdown(&old)), "{a:?}");
         assert!(creates(&a).is_empty(), "{a:?}");
+    }
+
+    /// Applies a pass's actions to `ts`, as the store would.
+    fn apply(ts: &mut Vec<Task>, actions: &[Action]) {
+        for a in actions {
+            match a {
+                Action::Create(t) => ts.push((**t).clone()),
+                Action::SetDesired { task, state } => {
+                    if let Some(t) = ts.iter_mut().find(|t| &t.id == task) {
+                        if *state > t.desired_state {
+                            t.desired_state = *state;
+                        }
+                    }
+                }
+                Action::Remove(id) => ts.retain(|t| &t.id != id),
+                _ => {}
+            }
+        }
+    }
+
+    fn delayed(delay_ms: u64) -> Service {
+        let mut s = svc(1);
+        s.spec.task.restart.delay = Duration::from_millis(delay_ms);
+        s
+    }
+
+    fn failed_at(mut t: Task, at: u64) -> Task {
+        t.status.state = TaskState::Failed;
+        t.status.exit_code = Some(1);
+        t.status.timestamp = at;
+        t
+    }
+
+    #[test]
+    fn a_delayed_restart_makes_a_ready_replacement_at_once_and_starts_it_when_due() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let s = delayed(5_000);
+        let mut old = running("old", 1, "n1");
+        old.spec = s.spec.task.clone();
+        let mut ts = vec![failed_at(old, 1_000)];
+        let refs: Vec<&Task> = ts.iter().collect();
+        let (a, wake) = reconcile_replicated(&s, &refs, &nodes, 1_010, &mut ids());
+        // The old task is shut down and its replacement made in the same pass, held ready.
+        assert!(a.contains(&shutdown(&ts[0])), "{a:?}");
+        let made: Vec<&Task> = a
+            .iter()
+            .filter_map(|a| match a {
+                Action::Create(t) => Some(&**t),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(made.len(), 1, "{a:?}");
+        assert_eq!((made[0].slot, made[0].desired_state), (1, TaskState::Ready));
+        assert_eq!(wake, Some(6_000));
+        apply(&mut ts, &a);
+        // Placed and prepared meanwhile; before the due time nothing more but a wake-up.
+        ts[1].node_id = Some("n1".into());
+        ts[1].status.state = TaskState::Ready;
+        for now in [1_020, 3_000, 5_999] {
+            let refs: Vec<&Task> = ts.iter().collect();
+            let (a, wake) = reconcile_replicated(&s, &refs, &nodes, now, &mut ids());
+            assert!(a.is_empty(), "at {now}: {a:?}");
+            assert_eq!(wake, Some(6_000), "at {now}");
+        }
+        // Due: started. A new leader (the same pure function on the same store, later)
+        // decides the same.
+        for now in [6_000, 9_000] {
+            let refs: Vec<&Task> = ts.iter().collect();
+            let (a, wake) = reconcile_replicated(&s, &refs, &nodes, now, &mut ids());
+            assert_eq!(
+                a,
+                vec![Action::SetDesired {
+                    task: ts[1].id.clone(),
+                    state: TaskState::Running
+                }],
+                "at {now}"
+            );
+            assert_eq!(wake, None);
+        }
+    }
+
+    #[test]
+    fn a_restart_already_due_makes_a_running_replacement() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let s = delayed(5_000);
+        let mut old = running("old", 1, "n1");
+        old.spec = s.spec.task.clone();
+        let old = failed_at(old, 1_000);
+        let (a, _) = reconcile_replicated(&s, &[&old], &nodes, 7_000, &mut ids());
+        assert!(a
+            .iter()
+            .any(|a| matches!(a, Action::Create(t) if t.desired_state == TaskState::Running)));
+    }
+
+    #[test]
+    fn on_failure_with_max_attempts_2_makes_exactly_3_tasks() {
+        let nodes: BTreeMap<_, _> = [ready_node("n1")].into_iter().collect();
+        let mut s = delayed(1_000);
+        s.spec.task.restart.condition = RestartCondition::OnFailure;
+        s.spec.task.restart.max_attempts = 2;
+        let mut ts: Vec<Task> = Vec::new();
+        let mut new_id = ids();
+        // Every task crashes 200 ms after it is told to run.
+        for step in 0..300u64 {
+            let now = step * 100;
+            for t in &mut ts {
+                t.node_id = Some("n1".into());
+                if t.desired_state == TaskState::Running
+                    && !t.status.state.is_terminal()
+                    && now >= t.meta.created_at + 200
+                {
+                    t.status.state = TaskState::Failed;
+                    t.status.exit_code = Some(1);
+                    t.status.timestamp = now;
+                }
+            }
+            let refs: Vec<&Task> = ts.iter().collect();
+            let (a, _) = reconcile_replicated(&s, &refs, &nodes, now, &mut new_id);
+            apply(&mut ts, &a);
+        }
+        assert_eq!(ts.len(), 3, "{ts:#?}");
+        assert!(
+            ts.iter()
+                .all(|t| t.status.state == TaskState::Failed
+                    && t.desired_state == TaskState::Shutdown)
+        );
     }
 }

@@ -1,4 +1,7 @@
-//! Restart policy: whether, and when, a stopped task is replaced.
+//! Restart policy: whether, and when, a stopped task is replaced. As swarmkit's restart
+//! supervisor, the replacement is made at once; while its restart delay runs its desired
+//! state is `Ready` (the worker prepares it but does not start it), and it is moved to
+//! `Running` once [`start_due`] has passed.
 use rswarm_proto::model::{RestartCondition, Task, TaskState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +53,20 @@ pub fn restart_decision(task: &Task, history: &[&Task], now: u64) -> RestartDeci
     } else {
         RestartDecision::At(at)
     }
+}
+
+/// When `task`, a restart's replacement held in desired state `Ready`, may start: the stop
+/// time of the task it replaced (the newest older one in `history`, its slot's or node's)
+/// plus its own restart delay. Computed from the store alone, so a new leader agrees.
+pub fn start_due(task: &Task, history: &[&Task]) -> u64 {
+    let delay = u64::try_from(task.spec.restart.delay.as_millis()).unwrap_or(u64::MAX);
+    let key = (task.meta.created_at, &task.id);
+    history
+        .iter()
+        .filter(|h| (h.meta.created_at, &h.id) < key)
+        .max_by_key(|h| (h.meta.created_at, &h.id))
+        // Nothing before it (history reaped): no stop to count from.
+        .map_or(0, |prev| prev.status.timestamp.saturating_add(delay))
 }
 
 #[cfg(test)]
@@ -121,6 +138,21 @@ mod tests {
             RestartDecision::At(6_000)
         );
         assert_eq!(restart_decision(&t, &[&t], 6_000), RestartDecision::Now);
+    }
+
+    #[test]
+    fn a_replacement_starts_a_delay_after_the_stop_of_the_task_before_it() {
+        let p = RestartPolicy {
+            delay: Duration::from_secs(5),
+            ..Default::default()
+        };
+        let old = stopped("a", TaskState::Failed, Some(1), 1_000, &p);
+        let mut older = stopped("0", TaskState::Failed, Some(1), 500, &p);
+        older.meta.created_at = 0;
+        let mut new = stopped("b", TaskState::Preparing, None, 1_010, &p);
+        new.meta.created_at = 1_010;
+        assert_eq!(start_due(&new, &[&older, &old, &new]), 6_000);
+        assert_eq!(start_due(&new, &[&new]), 0);
     }
 
     #[test]

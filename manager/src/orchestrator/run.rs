@@ -111,32 +111,12 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
             Action::Create(_) | Action::UpdateStatus { .. } | Action::Rollback { .. } => None,
         })
         .collect();
-    let mut cmds: Vec<Command> = actions
-        .into_iter()
-        .map(|a| match a {
-            Action::Create(mut t) => {
-                attach(&mut alloc, state, services.get(&t.service_id), &mut t, now);
-                Command::CreateTask(t)
-            }
-            Action::SetDesired { task, state } => Command::SetTaskDesiredState { id: task, state },
-            Action::Remove(id) => Command::RemoveTask { id },
-            Action::UpdateStatus { service, status } => Command::SetServiceUpdateStatus {
-                id: service,
-                status,
-            },
-            Action::Rollback { service, message } => Command::RollbackService {
-                id: service,
-                message,
-            },
-        })
-        .collect();
     // Tasks that could not get addresses before try again (unless this pass changes them:
-    // a replaced task would carry a stale version and fail the batch).
+    // a replaced task would carry a stale version and fail the batch). They go before the
+    // tasks made in this pass: the longest waiting get freed addresses first.
+    let mut cmds: Vec<Command> = Vec::new();
     for t in tasks.values() {
-        if t.status.state != TaskState::New
-            || t.desired_state != TaskState::Running
-            || touched.contains(&t.id)
-        {
+        if t.status.state != TaskState::New || !is_live(t) || touched.contains(&t.id) {
             continue;
         }
         let Some(svc) = services.get(&t.service_id) else {
@@ -148,7 +128,22 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
             cmds.push(Command::UpdateTask(Box::new(next)));
         }
     }
-
+    cmds.extend(actions.into_iter().map(|a| match a {
+        Action::Create(mut t) => {
+            attach(&mut alloc, state, services.get(&t.service_id), &mut t, now);
+            Command::CreateTask(t)
+        }
+        Action::SetDesired { task, state } => Command::SetTaskDesiredState { id: task, state },
+        Action::Remove(id) => Command::RemoveTask { id },
+        Action::UpdateStatus { service, status } => Command::SetServiceUpdateStatus {
+            id: service,
+            status,
+        },
+        Action::Rollback { service, message } => Command::RollbackService {
+            id: service,
+            message,
+        },
+    }));
     // Schedule what waits for a node. Tasks created in this pass are scheduled in the next
     // one, which their commit triggers.
     let all: Vec<Task> = tasks.values().cloned().collect();
@@ -156,7 +151,8 @@ pub fn pass(state: &State, now: u64) -> (Vec<Command>, Option<u64>) {
     let snap = ClusterSnapshot::from_state(&all_nodes, &all);
     let pending: Vec<Task> = tasks
         .values()
-        .filter(|t| t.status.state == TaskState::Pending && t.desired_state == TaskState::Running)
+        // A restart's replacement (desired `Ready`) is placed and prepared during its delay.
+        .filter(|t| t.status.state == TaskState::Pending && is_live(t))
         .cloned()
         .collect();
     // Tasks that already name a node (global ones) are only checked against it.
@@ -375,8 +371,8 @@ mod tests {
             !cmds.iter().any(|c| matches!(c, Command::UpdateTask(_))),
             "{cmds:?}"
         );
-        // The holder fails (its replacement waits for the restart delay): its address is
-        // released and the waiting task gets it.
+        // The holder fails: its address is released, and the waiting task gets it before
+        // the holder's replacement (made in the same pass, it waits now).
         let holder = s
             .tasks
             .values()
@@ -400,5 +396,48 @@ mod tests {
         let slot2 = s.tasks.values().find(|t| t.slot == 2).expect("slot 2");
         assert_eq!(slot2.status.state, TaskState::Pending);
         assert_eq!(slot2.networks[0].addresses.len(), 1);
+    }
+
+    #[test]
+    fn a_restarts_replacement_held_ready_is_scheduled_during_its_delay() {
+        let mut s = State::default();
+        let svc = Service {
+            id: "s1".into(),
+            spec: ServiceSpec {
+                name: "web".into(),
+                mode: ServiceMode::Replicated { replicas: 1 },
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.services.insert(svc.id.clone(), svc.clone());
+        let mut node = Node {
+            id: "n1".into(),
+            ..Default::default()
+        };
+        node.status.state = rswarm_proto::model::NodeState::Ready;
+        s.nodes.insert(node.id.clone(), node);
+        let mut old = crate::orchestrator::replicated::new_task(&svc, 1, None, 0, "old".into());
+        old.node_id = Some("n1".into());
+        old.desired_state = TaskState::Shutdown;
+        old.status.state = TaskState::Failed;
+        old.status.timestamp = 1_000;
+        let mut new = crate::orchestrator::replicated::new_task(&svc, 1, None, 1_010, "new".into());
+        new.desired_state = TaskState::Ready;
+        s.tasks.insert(old.id.clone(), old);
+        s.tasks.insert(new.id.clone(), new);
+        let (cmds, wake) = pass(&s, 1_020);
+        assert!(
+            cmds.iter()
+                .any(|c| matches!(c, Command::AssignTask { id, .. } if id.as_str() == "new")),
+            "{cmds:?}"
+        );
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| matches!(c, Command::SetTaskDesiredState { .. })),
+            "{cmds:?}"
+        );
+        assert_eq!(wake, Some(6_000));
     }
 }
