@@ -124,6 +124,12 @@ pub fn reconcile_global(
                             state: TaskState::Shutdown,
                         });
                     }
+                } else if has_stopped(t)
+                    && !start_ok
+                    && restart_decision(t, node_tasks, now) != RestartDecision::Never
+                {
+                    // As swarmkit's: a paused (or not yet ready) node gets no replacement;
+                    // the stopped task stays as it is until the node can take one.
                 } else if has_stopped(t) {
                     let decision = restart_decision(t, node_tasks, now);
                     if let RestartDecision::At(at) = decision {
@@ -263,6 +269,30 @@ mod tests {
         new.status.state = TaskState::Running;
         let (a, _) = reconcile_global(&s, &[&old, &new], &nodes, &|_| true, 30, &mut ids());
         assert!(stops(&a, "old") && creates(&a) == 0, "{a:?}");
+    }
+
+    #[test]
+    fn a_paused_node_keeps_its_stopped_task_until_it_can_take_a_replacement() {
+        let paused: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Pause)]
+            .into_iter()
+            .collect();
+        let s = svc();
+        let mut t = new_task(&s, 0, Some("a".into()), 0, "t1".into());
+        t.status.state = TaskState::Failed;
+        t.status.exit_code = Some(1);
+        t.status.timestamp = 1_000;
+        let (a, _) = reconcile_global(&s, &[&t], &paused, &|_| true, 10_000, &mut ids());
+        assert!(a.is_empty(), "{a:?}");
+        let active: BTreeMap<_, _> = [node("a", NodeState::Ready, NodeAvailability::Active)]
+            .into_iter()
+            .collect();
+        let (a, _) = reconcile_global(&s, &[&t], &active, &|_| true, 10_000, &mut ids());
+        let stopped = a.contains(&Action::SetDesired {
+            task: "t1".into(),
+            state: TaskState::Shutdown,
+        });
+        let made = a.iter().filter(|x| matches!(x, Action::Create(_))).count();
+        assert!(stopped && made == 1, "{a:?}");
     }
 
     #[test]
