@@ -197,11 +197,19 @@ pub async fn create_service(
     req: pb::CreateServiceRequest,
 ) -> Result<pb::CreateServiceResponse, ControlError> {
     let mut asked = spec_from_pb(req.spec)?;
-    // Before the proposal, outside any store view: this may wait on the registry.
-    let warnings = pin_spec_image(m, &mut asked, req.query_registry, None).await;
     if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
         crate::control_networks::ensure_ingress(m).await?;
     }
+    // A request that will be refused is refused before the registry is asked; the check
+    // is repeated for real below, since the registry may take seconds to answer.
+    m.store.view(|s| {
+        if s.services.values().any(|o| o.spec.name == asked.name) {
+            return Err(service_name_taken(&asked.name));
+        }
+        attach_networks(s, &asked, &Endpoint::default(), None).map(drop)
+    })?;
+    // Outside any store view: this may wait on the registry.
+    let warnings = pin_spec_image(m, &mut asked, req.query_registry, None).await;
     let now = now_ms();
     let id = ServiceId(random_id());
     for attempt in 1..=ALLOCATION_ATTEMPTS {
@@ -271,10 +279,16 @@ pub async fn update_service(
     req: pb::UpdateServiceRequest,
 ) -> Result<pb::UpdateServiceResponse, ControlError> {
     let mut asked = spec_from_pb(req.spec)?;
+    if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
+        crate::control_networks::ensure_ingress(m).await?;
+    }
     let warnings = if req.query_registry {
+        // As in create: a request that will be refused is refused before the registry is
+        // asked.
         let current = m.store.view(|s| {
-            s.find_service(&req.service)
-                .map(|c| c.spec.task.container.image.clone())
+            let c = s.find_service(&req.service)?;
+            attach_networks(s, &asked, &c.endpoint, Some(&c.id))?;
+            Ok::<_, ControlError>(c.spec.task.container.image.clone())
         })?;
         pin_spec_image(m, &mut asked, true, Some(&current)).await
     } else {
@@ -284,9 +298,6 @@ pub async fn update_service(
         service: Some(service_view(m, svc)),
         warnings,
     };
-    if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
-        crate::control_networks::ensure_ingress(m).await?;
-    }
     for attempt in 0..5 {
         let (current, (spec, endpoint)) = m.store.view(|s| {
             let current = s.find_service(&req.service)?.clone();
