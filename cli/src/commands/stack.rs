@@ -399,11 +399,15 @@ fn plan_update(
         ResolveImage::Never => false,
     };
     if same_spec(cur, &wanted, ids) {
-        let stored = stored?;
-        let mut again = stored.clone();
-        again.task.container.image = file_image;
         // Nothing to look up when the file itself pins the digest.
-        return (mode == ResolveImage::Always && again != stored).then_some(PlannedUpdate {
+        let file_pinned =
+            reference::Reference::parse(&file_image).is_ok_and(|r| r.digest.is_some());
+        if mode != ResolveImage::Always || file_pinned {
+            return None;
+        }
+        let mut again = stored?;
+        again.task.container.image = file_image;
+        return Some(PlannedUpdate {
             spec: again,
             query_registry: true,
             changed: false,
@@ -1079,8 +1083,23 @@ mod tests {
         }
 
         // A file that pins the stored digest itself has nothing to look up.
-        let mut pinned = wanted;
+        let mut pinned = wanted.clone();
         pinned.task.container.image = format!("busybox:latest@{D}");
         assert_eq!(plan_update(&cur, pinned, &ids, ResolveImage::Always), None);
+
+        // A service left unpinned (its registry was away) is looked up again by `always`.
+        let unpinned = pb::Service {
+            spec: Some(pb::ServiceSpec::from(&wanted)),
+            ..Default::default()
+        };
+        let p = plan_update(&unpinned, wanted.clone(), &ids, ResolveImage::Always);
+        assert_eq!(
+            p.map(|p| (p.query_registry, p.changed, p.spec == wanted)),
+            Some((true, false, true))
+        );
+        assert_eq!(
+            plan_update(&unpinned, wanted, &ids, ResolveImage::Changed),
+            None
+        );
     }
 }
