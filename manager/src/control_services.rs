@@ -4,6 +4,7 @@ use crate::allocator::Allocator;
 use crate::control::ControlError;
 use crate::control_networks::{catch_up, ALLOCATION_ATTEMPTS};
 use crate::ids::{now_ms, random_id};
+use crate::image_pin::{pin_image, RESOLVE_TIMEOUT};
 use crate::manager::Manager;
 use crate::proposer::{ProposeError, Proposer};
 use crate::store::State;
@@ -170,14 +171,47 @@ fn service_view(m: &Manager, svc: &Service) -> pb::Service {
     out
 }
 
+/// Pins `spec`'s image to its digest when `query` asks for it and this manager has a
+/// resolver (see [`crate::image_pin`]); returns the warnings for the user. `current` is the
+/// image of the service being updated.
+async fn pin_spec_image(
+    m: &Manager,
+    spec: &mut ServiceSpec,
+    query: bool,
+    current: Option<&str>,
+) -> Vec<String> {
+    let Some(resolver) = m.image_resolver.as_deref().filter(|_| query) else {
+        return Vec::new();
+    };
+    let pinned = pin_image(
+        resolver,
+        &spec.task.container.image,
+        current,
+        RESOLVE_TIMEOUT,
+    )
+    .await;
+    spec.task.container.image = pinned.image;
+    pinned.warning.into_iter().collect()
+}
+
 pub async fn create_service(
     m: &Manager,
-    spec: Option<pb::ServiceSpec>,
-) -> Result<pb::Service, ControlError> {
-    let asked = spec_from_pb(spec)?;
+    req: pb::CreateServiceRequest,
+) -> Result<pb::CreateServiceResponse, ControlError> {
+    let mut asked = spec_from_pb(req.spec)?;
     if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
         crate::control_networks::ensure_ingress(m).await?;
     }
+    // A request that will be refused is refused before the registry is asked; the check
+    // is repeated for real below, since the registry may take seconds to answer.
+    m.store.view(|s| {
+        if s.services.values().any(|o| o.spec.name == asked.name) {
+            return Err(service_name_taken(&asked.name));
+        }
+        attach_networks(s, &asked, &Endpoint::default(), None).map(drop)
+    })?;
+    // Outside any store view: this may wait on the registry.
+    let warnings = pin_spec_image(m, &mut asked, req.query_registry, None).await;
     let now = now_ms();
     let id = ServiceId(random_id());
     for attempt in 1..=ALLOCATION_ATTEMPTS {
@@ -210,7 +244,10 @@ pub async fn create_service(
                     .store
                     .view(|s| s.services.get(&svc.id).cloned())
                     .unwrap_or(svc);
-                return Ok(service_view(m, &stored));
+                return Ok(pb::CreateServiceResponse {
+                    service: Some(service_view(m, &stored)),
+                    warnings,
+                });
             }
             Err(ProposeError::Refused(CommandError::Exists { .. })) => {
                 return Err(service_name_taken(&asked.name))
@@ -242,11 +279,27 @@ pub fn list_services(m: &Manager) -> Vec<pb::Service> {
 pub async fn update_service(
     m: &Manager,
     req: pb::UpdateServiceRequest,
-) -> Result<pb::Service, ControlError> {
-    let asked = spec_from_pb(req.spec)?;
+) -> Result<pb::UpdateServiceResponse, ControlError> {
+    let mut asked = spec_from_pb(req.spec)?;
     if asked.ports.iter().any(|p| p.mode == PublishMode::Ingress) {
         crate::control_networks::ensure_ingress(m).await?;
     }
+    let warnings = if req.query_registry {
+        // As in create: a request that will be refused is refused before the registry is
+        // asked.
+        let current = m.store.view(|s| {
+            let c = s.find_service(&req.service)?;
+            attach_networks(s, &asked, &c.endpoint, Some(&c.id))?;
+            Ok::<_, ControlError>(c.spec.task.container.image.clone())
+        })?;
+        pin_spec_image(m, &mut asked, true, Some(&current)).await
+    } else {
+        Vec::new()
+    };
+    let respond = |svc: &Service, warnings: Vec<String>| pb::UpdateServiceResponse {
+        service: Some(service_view(m, svc)),
+        warnings,
+    };
     for attempt in 0..5 {
         let (current, (spec, endpoint)) = m.store.view(|s| {
             let current = s.find_service(&req.service)?.clone();
@@ -268,6 +321,12 @@ pub async fn update_service(
             return Err(ControlError::InvalidArgument(
                 "a service's mode cannot change".into(),
             ));
+        }
+        // `stack deploy` asks for its images to be resolved again on every deploy: when the
+        // digest is the one stored and nothing else changed, the service is left untouched
+        // (same version, no rolling update).
+        if req.query_registry && spec == current.spec && endpoint == current.endpoint {
+            return Ok(respond(&current, warnings));
         }
         let mut next = current.clone();
         if next.spec.task != spec.task
@@ -297,7 +356,7 @@ pub async fn update_service(
                     .store
                     .view(|s| s.services.get(&current.id).cloned())
                     .unwrap_or(current);
-                return Ok(service_view(m, &svc));
+                return Ok(respond(&svc, warnings));
             }
             Err(ProposeError::Refused(CommandError::StaleVersion { .. }))
                 if req.version == 0 && attempt < 4 =>

@@ -18,6 +18,7 @@ pub mod control_secrets;
 pub mod control_services;
 pub mod dispatcher;
 pub mod ids;
+pub mod image_pin;
 pub mod manager;
 pub mod netview;
 pub mod orchestrator;

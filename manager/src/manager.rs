@@ -3,6 +3,7 @@
 
 use crate::connector::Connector;
 use crate::dispatcher::Dispatcher;
+use crate::image_pin::ImageResolver;
 use crate::proposer::RaftProposer;
 use crate::raft::log_store::RedbLogStore;
 use crate::raft::network::Network;
@@ -37,6 +38,9 @@ pub struct ManagerConfig {
     /// This manager's cluster port, `IP:PORT`, as peers reach it.
     pub addr: String,
     pub connector: Arc<dyn Connector>,
+    /// Resolves service images to digests at `service create`/`update`; `None`: images are
+    /// stored as given (test clusters without registries).
+    pub image_resolver: Option<Arc<dyn ImageResolver>>,
 }
 
 pub struct Manager {
@@ -48,6 +52,7 @@ pub struct Manager {
     pub proposer: Arc<RaftProposer>,
     pub dispatcher: Arc<Dispatcher>,
     pub connector: Arc<dyn Connector>,
+    pub image_resolver: Option<Arc<dyn ImageResolver>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -84,6 +89,7 @@ impl Manager {
             proposer,
             dispatcher: Arc::new(Dispatcher::default()),
             connector: cfg.connector,
+            image_resolver: cfg.image_resolver,
             tasks: Mutex::new(Vec::new()),
         });
         let watcher = tokio::spawn(leadership_loop(m.clone()).instrument(info_span!("leadership")));

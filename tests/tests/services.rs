@@ -126,6 +126,23 @@ fn a_replicated_service_spreads_and_scales() {
         "6 replicas not spread 2/2/2: {}",
         summary(&rows)
     );
+    // The manager pinned the image to its digest (inspect shows it); ls and ps show the
+    // reference without it, as Docker's do.
+    let pinned = m.json(&["service", "inspect", "web"])[0]["spec"]["task_template"]
+        ["container_spec"]["image"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        pinned.starts_with(&format!("{IMAGE}@sha256:")),
+        "service inspect shows image {pinned:?}"
+    );
+    let ls = m.json(&["service", "ls"]);
+    assert_eq!(ls[0]["image"], IMAGE, "service ls: {ls}");
+    assert!(
+        rows.iter().all(|r| s(r, "image") == IMAGE),
+        "service ps images: {rows:?}"
+    );
     wait_for(GONE, || expect_ctr(&c, &spread(2, 2, 2)));
 
     m.ok(&["service", "scale", "--detach", "web=9"]);
@@ -967,10 +984,26 @@ fn bad_service_input_is_refused_and_unplaceable_tasks_say_why() {
         })
     });
 
-    // A missing image: the task is rejected with the reason.
-    create(
-        m,
-        &["--name", "nope", "127.0.0.1:5055/nope:1", "sleep", "1"],
+    // A missing image: the service is still made, with the image as given and Docker's
+    // warning; its task is rejected with the reason.
+    let out = m.run(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        "nope",
+        "127.0.0.1:5055/nope:1",
+        "sleep",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "create nope: {stderr}");
+    checks.that(
+        "create warns that the image could not be pinned",
+        stderr.contains(
+            "image 127.0.0.1:5055/nope:1 could not be accessed on a registry to record its digest",
+        ),
+        || format!("stderr {stderr:?}"),
     );
     let why = wait_for(RUN, || {
         let rows = tasks(m, "nope", false)?;

@@ -6,6 +6,10 @@
 //! gated on `RSWARM_CONTAINERD_TESTS=1` (containerd and the registry on 127.0.0.1:5055).
 //!
 //! Ports: 25500-25599, ten per test.
+//!
+//! Images of the tests without containerd name a registry on `127.0.0.1:1`, where nothing
+//! answers: `stack deploy` asks for their digests (and is refused at once, on loopback),
+//! so nothing leaves the machine.
 
 // Real time: the tests measure what other processes do.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
@@ -53,7 +57,7 @@ fn two_services(web_replicas: u32, greeting: &str) -> String {
         r#"version: "3.8"
 services:
   web:
-    image: busybox:latest
+    image: 127.0.0.1:1/busybox:latest
     command: ["sleep", "3600"]
     environment:
       GREETING: {greeting}
@@ -64,7 +68,7 @@ services:
         constraints: ["{NOWHERE}"]
       update_config: {{parallelism: 2, delay: 1s, order: start-first}}
   api:
-    image: busybox:latest
+    image: 127.0.0.1:1/busybox:latest
     command: sleep 3600
     networks: [front, back]
     deploy:
@@ -207,7 +211,7 @@ fn deploy_is_declarative_and_idempotent() {
     let web_only = two_services(3, "bonjour")
         .replace(
             &format!(
-                "  api:\n    image: busybox:latest\n    command: sleep 3600\n    networks: [front, back]\n    deploy:\n      replicas: 1\n      placement:\n        constraints: [\"{NOWHERE}\"]\n"
+                "  api:\n    image: 127.0.0.1:1/busybox:latest\n    command: sleep 3600\n    networks: [front, back]\n    deploy:\n      replicas: 1\n      placement:\n        constraints: [\"{NOWHERE}\"]\n"
             ),
             "",
         )
@@ -258,7 +262,7 @@ fn a_failing_deploy_changes_nothing() {
     let external = two_services(5, "changed")
         .replace(
             "\nnetworks:\n",
-            "\n  extra:\n    image: busybox\n    networks: [outside]\nnetworks:\n",
+            "\n  extra:\n    image: 127.0.0.1:1/busybox\n    networks: [outside]\nnetworks:\n",
         )
         .replace(
             "  back: {}\n",
@@ -327,6 +331,7 @@ fn ls_ps_services_and_rm() {
         "loose",
         "--constraint",
         NOWHERE,
+        "--no-resolve-image",
         "busybox",
     ]);
 

@@ -11,7 +11,7 @@ use rswarm_proto::model::{
     ContainerSpec, Mount, MountType, Resources, ServiceId, Task, TaskId, TaskSpec,
 };
 use rswarm_worker::containerd::{
-    read_logs, ContainerdExecutor, LogStream, LogWriterCommand, DEFAULT_SOCKET,
+    read_logs, ContainerdExecutor, ImageDigests, LogStream, LogWriterCommand, DEFAULT_SOCKET,
 };
 use rswarm_worker::exec::{Controller, ExecError, Executor};
 use std::path::{Path, PathBuf};
@@ -141,6 +141,54 @@ async fn pulls_once_for_concurrent_callers() {
     // Again, now with everything present: content and snapshots are reused.
     env.exec.pull_image(IMAGE).await.expect("pull again");
     assert_eq!(env.exec.pulls_started(), 2);
+}
+
+#[tokio::test]
+async fn a_pinned_image_already_here_is_used_without_asking_the_registry() {
+    if !enabled() {
+        return;
+    }
+    let env = Env::new("pinned").await;
+    let digest = ImageDigests::new(vec![REGISTRY.into()])
+        .resolve(IMAGE)
+        .await
+        .expect("the test image's digest");
+    let pinned = format!("{IMAGE}@{digest}");
+    env.exec.pull_image(&pinned).await.expect("pull pinned");
+    assert_eq!(env.exec.pulls_started(), 1);
+    env.exec.pull_image(&pinned).await.expect("pinned again");
+    assert_eq!(
+        env.exec.pulls_started(),
+        1,
+        "a pinned image here whole is not pulled again"
+    );
+
+    // A node that cannot reach the registry at all (it would speak TLS to a plain HTTP
+    // registry) runs it from what containerd has.
+    let offline = ContainerdExecutor::connect(
+        Path::new(DEFAULT_SOCKET),
+        &env.ns,
+        vec![],
+        env.state.path(),
+        log_writer(),
+    )
+    .await
+    .expect("connect");
+    let t = task("pinned", &pinned, &["sh", "-c", "exit 4"]);
+    let mut c = offline.controller(&t).expect("controller");
+    c.prepare().await.expect("prepare from the local image");
+    c.start().await.expect("start");
+    let code = tokio::time::timeout(Duration::from_secs(20), c.wait())
+        .await
+        .expect("exits")
+        .expect("wait");
+    assert_eq!(code, 4);
+    c.remove().await.expect("remove");
+    assert_eq!(offline.pulls_started(), 0, "the registry was not asked");
+
+    // A tag still goes to the registry (here it fails: that tag was never stored locally).
+    assert!(offline.pull_image(IMAGE).await.is_err());
+    assert_eq!(offline.pulls_started(), 1);
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 use crate::client;
 use crate::output::{self, Format};
 use clap::{Args, Subcommand};
+use rswarm_proto::model::reference;
 use rswarm_proto::model::{
     parse_duration, ContainerSpec, EndpointMode, HealthCheck, Mount, MountType,
     NetworkAttachmentConfig, Placement, PortConfig, Protocol, PublishMode, ResourceRequirements,
@@ -188,6 +189,10 @@ pub struct CreateArgs {
     /// Print the service id only.
     #[arg(short, long)]
     quiet: bool,
+    /// Store the image as given, without asking the registry for its digest (by default the
+    /// manager pins it, so that every node runs the same version).
+    #[arg(long)]
+    no_resolve_image: bool,
     image: String,
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -658,9 +663,13 @@ pub struct UpdateArgs {
     /// Stop publishing a port: TARGET[/PROTO]; repeatable.
     #[arg(long = "publish-rm")]
     publish_rm: Vec<String>,
-    /// Replace the tasks even if nothing changed.
+    /// Replace the tasks even if nothing changed (and resolve the image's tag again).
     #[arg(long)]
     force: bool,
+    /// With --image or --force: store the image as given, without asking the registry for
+    /// its digest.
+    #[arg(long)]
+    no_resolve_image: bool,
     #[command(flatten)]
     update: UpdateFlags,
     /// Return at once instead of waiting for the update.
@@ -763,6 +772,28 @@ impl UpdateArgs {
         spec.update_config = self.update.apply(spec.update_config.clone())?;
         Ok(spec)
     }
+
+    /// Whether the manager is to resolve the image to a digest again: with `--image` or
+    /// `--force`, unless `--no-resolve-image` (as Docker's). Other updates keep the pinned
+    /// image as it is. For `--force` alone the current tag goes back unpinned, so the
+    /// manager can find where it points now.
+    fn resolve_image(&self, spec: &mut ServiceSpec) -> bool {
+        if self.no_resolve_image || (self.image.is_none() && !self.force) {
+            return false;
+        }
+        if self.image.is_none() {
+            let c = &mut spec.task.container;
+            c.image = reference::without_digest(&c.image).to_owned();
+        }
+        true
+    }
+}
+
+/// Prints the manager's warnings (an image it could not pin, ...) on stderr, as Docker does.
+pub fn print_warnings(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("{w}");
+    }
 }
 
 /// Docker names unnamed services adjective_name; ours are `svc-` and six base-36 characters.
@@ -785,7 +816,7 @@ pub fn ls_row(s: &pb::Service) -> Value {
         .task
         .as_ref()
         .and_then(|t| t.container.as_ref())
-        .map(|c| c.image.clone())
+        .map(|c| reference::without_digest(&c.image).to_owned())
         .unwrap_or_default();
     json!({
         "id": s.id,
@@ -903,7 +934,7 @@ pub fn task_row(t: &pb::Task) -> Value {
         .spec
         .as_ref()
         .and_then(|s| s.container.as_ref())
-        .map(|c| c.image.clone())
+        .map(|c| reference::without_digest(&c.image).to_owned())
         .unwrap_or_default();
     json!({
         "id": t.id,
@@ -1022,14 +1053,17 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
     match cmd {
         ServiceCommand::Create(a) => {
             let spec = create_spec.ok_or_else(|| anyhow::anyhow!("no spec"))?;
-            let svc = c
+            let resp = c
                 .create_service(pb::CreateServiceRequest {
                     spec: Some(pb::ServiceSpec::from(&spec)),
+                    query_registry: !a.no_resolve_image,
                 })
                 .await?
-                .into_inner()
+                .into_inner();
+            let svc = resp
                 .service
                 .ok_or_else(|| anyhow::anyhow!("the daemon returned no service"))?;
+            print_warnings(&resp.warnings);
             println!("{}", svc.id);
             if !a.detach {
                 converge(&mut c, &svc.id, a.quiet).await?;
@@ -1127,6 +1161,7 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
                         service: svc.id.clone(),
                         version: svc.meta.map(|m| m.version).unwrap_or(0),
                         spec: Some(spec),
+                        query_registry: false,
                     })
                     .await?
                     .into_inner();
@@ -1196,15 +1231,18 @@ pub async fn run(host: &str, cmd: ServiceCommand) -> anyhow::Result<()> {
             let svc = find(&all, &a.service)?.clone();
             let current = ServiceSpec::try_from(svc.spec.clone().unwrap_or_default())
                 .map_err(|e| anyhow::anyhow!("service {}: {e}", a.service))?;
-            let next = a.apply(current)?;
+            let mut next = a.apply(current)?;
+            let query_registry = a.resolve_image(&mut next);
             let updated = c
                 .update_service(pb::UpdateServiceRequest {
                     service: svc.id.clone(),
                     version: svc.meta.map(|m| m.version).unwrap_or(0),
                     spec: Some(pb::ServiceSpec::from(&next)),
+                    query_registry,
                 })
                 .await?
                 .into_inner();
+            print_warnings(&updated.warnings);
             println!("{}", a.service);
             if !a.detach {
                 if let Some(s) = updated.service {
@@ -1426,5 +1464,71 @@ mod tests {
         for bad in ["", "alias=www", "name=appnet,bogus=1", "a,b", "name="] {
             assert!(parse_network(bad).is_err(), "{bad:?} parsed");
         }
+    }
+
+    const PINNED: &str = "reg:5000/busybox:latest@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    fn update_args(argv: &[&str]) -> UpdateArgs {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: UpdateArgs,
+        }
+        let mut all = vec!["update"];
+        all.extend_from_slice(argv);
+        match <Cmd as clap::Parser>::try_parse_from(all) {
+            Ok(c) => c.a,
+            Err(e) => panic!("{argv:?}: {e}"),
+        }
+    }
+
+    fn pinned_spec() -> ServiceSpec {
+        let mut spec = ServiceSpec::default();
+        spec.task.container.image = PINNED.into();
+        spec
+    }
+
+    #[test]
+    fn update_resolves_the_image_only_with_image_or_force() {
+        // Other updates keep the pinned image and do not ask the registry.
+        let a = update_args(&["--env-add", "A=1", "web"]);
+        let mut spec = a.apply(pinned_spec()).expect("apply");
+        assert!(!a.resolve_image(&mut spec));
+        assert_eq!(spec.task.container.image, PINNED);
+
+        let a = update_args(&["--image", "reg:5000/busybox:2", "web"]);
+        let mut spec = a.apply(pinned_spec()).expect("apply");
+        assert!(a.resolve_image(&mut spec));
+        assert_eq!(spec.task.container.image, "reg:5000/busybox:2");
+
+        // --force looks up where the current tag points now.
+        let a = update_args(&["--force", "web"]);
+        let mut spec = a.apply(pinned_spec()).expect("apply");
+        assert!(a.resolve_image(&mut spec));
+        assert_eq!(spec.task.container.image, "reg:5000/busybox:latest");
+
+        let a = update_args(&["--force", "--no-resolve-image", "web"]);
+        let mut spec = a.apply(pinned_spec()).expect("apply");
+        assert!(!a.resolve_image(&mut spec));
+        assert_eq!(spec.task.container.image, PINNED);
+    }
+
+    #[test]
+    fn ls_and_ps_show_the_image_without_its_digest() {
+        let spec = pinned_spec();
+        let svc = pb::Service {
+            spec: Some(pb::ServiceSpec::from(&spec)),
+            ..Default::default()
+        };
+        assert_eq!(ls_row(&svc)["image"], "reg:5000/busybox:latest");
+        assert_eq!(
+            inspect_value(&svc)["spec"]["task_template"]["container_spec"]["image"],
+            PINNED
+        );
+        let task = pb::Task {
+            spec: svc.spec.and_then(|s| s.task),
+            ..Default::default()
+        };
+        assert_eq!(task_row(&task)["image"], "reg:5000/busybox:latest");
     }
 }

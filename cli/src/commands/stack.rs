@@ -8,10 +8,11 @@
 //! label `com.docker.stack.namespace=STACK` (on services and networks).
 
 use crate::client;
-use crate::commands::service::{desired_filter, ls_row, print_tasks};
+use crate::commands::service::{desired_filter, ls_row, print_tasks, print_warnings};
 use crate::output::{self, Format};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use rswarm_proto::model::reference;
 use rswarm_proto::model::{
     NetworkAttachmentConfig, NetworkSpec, ServiceMode, ServiceSpec, UpdateConfig,
     UpdateFailureAction, UpdateOrder,
@@ -78,8 +79,20 @@ pub struct DeployArgs {
     /// Remove the stack's services that are no longer in the files.
     #[arg(long)]
     prune: bool,
+    /// Ask the registry for the images' digests and pin the services to them: on every
+    /// deploy, only for images changed in the files, or never (images as written).
+    #[arg(long, value_enum, default_value_t = ResolveImage::Always)]
+    resolve_image: ResolveImage,
     /// The stack's name.
     stack: String,
+}
+
+/// `stack deploy --resolve-image`, as Docker's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ResolveImage {
+    Always,
+    Changed,
+    Never,
 }
 
 #[derive(Args)]
@@ -338,6 +351,78 @@ fn same_spec(stored: &pb::Service, wanted: &ServiceSpec, ids: &BTreeMap<String, 
     stored == wanted
 }
 
+/// Whether the file's image is the one the service runs: the same reference, or the same
+/// repository and tag when the file names no digest (the stored one may be pinned).
+fn same_image(stored: &str, file: &str) -> bool {
+    let file_has_digest = reference::Reference::parse(file).is_ok_and(|r| r.digest.is_some());
+    stored == file || (!file_has_digest && reference::same_name_and_tag(stored, file))
+}
+
+/// An update `deploy` sends for an existing service.
+#[derive(Debug, PartialEq)]
+struct PlannedUpdate {
+    spec: ServiceSpec,
+    query_registry: bool,
+    /// The files change the service (else it only goes to have its tag looked up again).
+    changed: bool,
+}
+
+/// What `deploy` sends for an existing service `cur` that the files want as `wanted`, or
+/// `None` to leave it alone.
+///
+/// An image unchanged in the file keeps its pinned digest, so that only real changes
+/// count. With `always`, a service otherwise unchanged still goes back (its stored spec,
+/// with the file's tag unpinned) to have the tag looked up again; the manager writes
+/// nothing when the digest is the same, so its tasks stay.
+fn plan_update(
+    cur: &pb::Service,
+    mut wanted: ServiceSpec,
+    ids: &BTreeMap<String, String>,
+    mode: ResolveImage,
+) -> Option<PlannedUpdate> {
+    let stored = cur
+        .spec
+        .clone()
+        .map(ServiceSpec::try_from)
+        .and_then(Result::ok);
+    let file_image = wanted.task.container.image.clone();
+    let stored_image = stored.as_ref().map(|s| s.task.container.image.clone());
+    let unchanged = stored_image
+        .as_deref()
+        .is_some_and(|s| same_image(s, &file_image));
+    if let (true, Some(img)) = (unchanged, &stored_image) {
+        wanted.task.container.image.clone_from(img);
+    }
+    let query = match mode {
+        ResolveImage::Always => true,
+        ResolveImage::Changed => !unchanged,
+        ResolveImage::Never => false,
+    };
+    if same_spec(cur, &wanted, ids) {
+        // Nothing to look up when the file itself pins the digest.
+        let file_pinned =
+            reference::Reference::parse(&file_image).is_ok_and(|r| r.digest.is_some());
+        if mode != ResolveImage::Always || file_pinned {
+            return None;
+        }
+        let mut again = stored?;
+        again.task.container.image = file_image;
+        return Some(PlannedUpdate {
+            spec: again,
+            query_registry: true,
+            changed: false,
+        });
+    }
+    if query {
+        wanted.task.container.image = file_image;
+    }
+    Some(PlannedUpdate {
+        spec: wanted,
+        query_registry: query,
+        changed: true,
+    })
+}
+
 fn mode_name(m: &ServiceMode) -> &'static str {
     match m {
         ServiceMode::Global => "global",
@@ -480,11 +565,14 @@ async fn deploy(host: &str, a: &DeployArgs) -> anyhow::Result<()> {
         match by_name.get(w.name.as_str()) {
             None => {
                 println!("Creating service {}", w.name);
-                c.create_service(pb::CreateServiceRequest {
-                    spec: Some(pb::ServiceSpec::from(&w)),
-                })
-                .await
-                .with_context(|| format!("creating service {}", w.name))?;
+                let resp = c
+                    .create_service(pb::CreateServiceRequest {
+                        spec: Some(pb::ServiceSpec::from(&w)),
+                        query_registry: a.resolve_image != ResolveImage::Never,
+                    })
+                    .await
+                    .with_context(|| format!("creating service {}", w.name))?;
+                print_warnings(&resp.into_inner().warnings);
             }
             Some(cur) => {
                 // A forced redeploy of the stored service is not undone by the file.
@@ -496,17 +584,38 @@ async fn deploy(host: &str, a: &DeployArgs) -> anyhow::Result<()> {
                 {
                     w.task.force_update = f;
                 }
-                if same_spec(cur, &w, &ids) {
+                let name = w.name.clone();
+                let Some(PlannedUpdate {
+                    spec,
+                    query_registry,
+                    changed,
+                }) = plan_update(cur, w, &ids, a.resolve_image)
+                else {
                     continue;
+                };
+                if changed {
+                    println!("Updating service {name} (id: {})", cur.id);
                 }
-                println!("Updating service {} (id: {})", w.name, cur.id);
-                c.update_service(pb::UpdateServiceRequest {
-                    service: cur.id.clone(),
-                    version: cur.meta.map(|m| m.version).unwrap_or(0),
-                    spec: Some(pb::ServiceSpec::from(&w)),
-                })
-                .await
-                .with_context(|| format!("updating service {}", w.name))?;
+                let version = cur.meta.map(|m| m.version).unwrap_or(0);
+                let resp = c
+                    .update_service(pb::UpdateServiceRequest {
+                        service: cur.id.clone(),
+                        version,
+                        spec: Some(pb::ServiceSpec::from(&spec)),
+                        query_registry,
+                    })
+                    .await
+                    .with_context(|| format!("updating service {name}"))?
+                    .into_inner();
+                print_warnings(&resp.warnings);
+                // Only asked to look the tag up again: say so when it had moved.
+                let written = resp.service.and_then(|s| s.meta).map(|m| m.version) != Some(version);
+                if !changed && written {
+                    println!(
+                        "Updating service {name} (id: {}): its image changed",
+                        cur.id
+                    );
+                }
             }
         }
     }
@@ -894,5 +1003,103 @@ mod tests {
         let mut changed = wanted;
         changed.networks.pop();
         assert!(!same_spec(&stored, &changed, &ids));
+    }
+
+    const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    /// `demo_api` from TWO as the files want it, and as stored after a deploy that pinned
+    /// its image.
+    fn api_wanted_and_stored() -> (ServiceSpec, pb::Service) {
+        let spec = stack(TWO);
+        let api = spec
+            .services
+            .iter()
+            .find(|s| s.spec.name == "demo_api")
+            .expect("demo_api");
+        let wanted = service_spec(api).expect("valid");
+        let mut stored = wanted.clone();
+        stored.task.container.image = format!("busybox:latest@{D}");
+        let cur = pb::Service {
+            spec: Some(pb::ServiceSpec::from(&stored)),
+            ..Default::default()
+        };
+        (wanted, cur)
+    }
+
+    #[test]
+    fn resolve_image_modes_send_what_docker_sends() {
+        let ids = BTreeMap::new();
+        let (wanted, cur) = api_wanted_and_stored();
+        let stored = ServiceSpec::try_from(cur.spec.clone().expect("spec")).expect("valid");
+
+        // Unchanged file: `never` and `changed` send nothing; `always` sends the stored spec
+        // with the tag unpinned, to be looked up again (the manager writes nothing if the
+        // digest is the same).
+        for mode in [ResolveImage::Never, ResolveImage::Changed] {
+            assert_eq!(
+                plan_update(&cur, wanted.clone(), &ids, mode),
+                None,
+                "{mode:?}"
+            );
+        }
+        let p = plan_update(&cur, wanted.clone(), &ids, ResolveImage::Always).expect("always");
+        assert!(p.query_registry && !p.changed);
+        assert_eq!(p.spec.task.container.image, "busybox");
+        let mut back = p.spec.clone();
+        back.task.container.image = stored.task.container.image.clone();
+        assert_eq!(back, stored, "only the image differs from the stored spec");
+
+        // Another change, same image: the pinned image is kept, asked again only by `always`.
+        let mut more = wanted.clone();
+        more.task.container.env.push("A=1".into());
+        for (mode, query, image) in [
+            (ResolveImage::Never, false, format!("busybox:latest@{D}")),
+            (ResolveImage::Changed, false, format!("busybox:latest@{D}")),
+            (ResolveImage::Always, true, "busybox".to_owned()),
+        ] {
+            let p = plan_update(&cur, more.clone(), &ids, mode).expect("changed");
+            assert!(p.changed, "{mode:?}");
+            assert_eq!(
+                (p.query_registry, p.spec.task.container.image.as_str()),
+                (query, image.as_str()),
+                "{mode:?}"
+            );
+        }
+
+        // A new image in the file: resolved unless `never`, which sends it as written.
+        let mut moved = wanted.clone();
+        moved.task.container.image = "busybox:2".into();
+        for (mode, query) in [
+            (ResolveImage::Never, false),
+            (ResolveImage::Changed, true),
+            (ResolveImage::Always, true),
+        ] {
+            let p = plan_update(&cur, moved.clone(), &ids, mode).expect("new image");
+            assert_eq!(
+                (p.query_registry, p.spec.task.container.image.as_str()),
+                (query, "busybox:2"),
+                "{mode:?}"
+            );
+        }
+
+        // A file that pins the stored digest itself has nothing to look up.
+        let mut pinned = wanted.clone();
+        pinned.task.container.image = format!("busybox:latest@{D}");
+        assert_eq!(plan_update(&cur, pinned, &ids, ResolveImage::Always), None);
+
+        // A service left unpinned (its registry was away) is looked up again by `always`.
+        let unpinned = pb::Service {
+            spec: Some(pb::ServiceSpec::from(&wanted)),
+            ..Default::default()
+        };
+        let p = plan_update(&unpinned, wanted.clone(), &ids, ResolveImage::Always);
+        assert_eq!(
+            p.map(|p| (p.query_registry, p.changed, p.spec == wanted)),
+            Some((true, false, true))
+        );
+        assert_eq!(
+            plan_update(&unpinned, wanted, &ids, ResolveImage::Changed),
+            None
+        );
     }
 }

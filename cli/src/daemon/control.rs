@@ -116,10 +116,8 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::CreateServiceRequest>,
     ) -> Result<Response<pb::CreateServiceResponse>, Status> {
         let m = self.node.slot().get()?;
-        let service = svc_ops::create_service(&m, req.into_inner().spec).await?;
-        Ok(Response::new(pb::CreateServiceResponse {
-            service: Some(service),
-        }))
+        let resp = svc_ops::create_service(&m, req.into_inner()).await?;
+        Ok(Response::new(resp))
     }
 
     async fn list_services(
@@ -137,10 +135,8 @@ impl pb::control_server::Control for ControlService {
         req: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
         let m = self.node.slot().get()?;
-        let service = svc_ops::update_service(&m, req.into_inner()).await?;
-        Ok(Response::new(pb::UpdateServiceResponse {
-            service: Some(service),
-        }))
+        let resp = svc_ops::update_service(&m, req.into_inner()).await?;
+        Ok(Response::new(resp))
     }
 
     async fn remove_service(
@@ -279,6 +275,7 @@ impl pb::control_server::Control for ControlService {
         let service = svc_ops::rollback_service(&m, &req.into_inner().service).await?;
         Ok(Response::new(pb::UpdateServiceResponse {
             service: Some(service),
+            warnings: Vec::new(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod config;
 mod control;
+mod images;
 mod metrics;
 mod netbridge;
 mod node;

@@ -345,6 +345,9 @@ impl NodeRuntime {
             raft_id: node.raft_id,
             addr: node.advertise_addr.clone(),
             connector,
+            image_resolver: Some(Arc::new(super::images::RegistryResolver::new(
+                self.cfg.insecure_registries.clone(),
+            ))),
         })
         .await
         .map_err(|e| NodeError::Internal(e.to_string()))?;

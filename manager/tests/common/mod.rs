@@ -234,6 +234,7 @@ impl Cluster {
             raft_id: m.raft_id,
             addr: m.addr.clone(),
             connector,
+            image_resolver: None,
         })
         .await?;
         m.setter.set(Some(manager.clone()));

@@ -9,6 +9,7 @@ mod ids;
 mod netview;
 mod network;
 mod node;
+pub mod reference;
 mod secret;
 mod service;
 mod task;

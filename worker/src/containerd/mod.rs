@@ -16,15 +16,18 @@
 
 mod client;
 mod controller;
+mod digest;
 mod files;
 pub mod image;
 pub mod logwriter;
 mod pull;
-pub mod reference;
+/// Image references; shared with the managers and the CLI through `rswarm_proto`.
+pub use rswarm_proto::model::reference;
 mod registry;
 pub mod spec;
 
 pub use controller::ContainerdController;
+pub use digest::ImageDigests;
 pub use logwriter::{follow_logs, read_logs, run_log_writer, LogLine, LogStream};
 
 use crate::exec::{ContainerRef, Controller, ExecError, Executor};

@@ -160,10 +160,23 @@ impl Inner {
     }
 
     /// Pulls; when the registry fails us but the image is here already, uses it (Docker
-    /// does the same, so a node keeps working while the registry is away).
+    /// does the same, so a node keeps working while the registry is away). An image pinned
+    /// to a digest that is here whole is used without asking the registry at all: its
+    /// content cannot have changed (moby's container adapter skips the pull the same way).
     async fn pull_or_local(&self, image: &str) -> Result<ImageInfo, ExecError> {
         let r = Reference::parse(image)
             .map_err(|e| ExecError::InvalidImage(format!("{image}: {e}")))?;
+        if r.digest.is_some() {
+            match self.local_image(&r).await {
+                Ok(Some(info)) => {
+                    tracing::debug!(image, "pinned image present; not pulling");
+                    return Ok(info);
+                }
+                Ok(None) => {}
+                // Pulling may still work (and says what is wrong if not).
+                Err(e) => tracing::debug!(image, error = %e, "looking for the local image"),
+            }
+        }
         match self.pull(&r).await {
             Ok(info) => Ok(info),
             Err(e @ ExecError::Unavailable(_)) => Err(e),
@@ -390,6 +403,10 @@ impl Inner {
         let Some(target) = img.and_then(|i| i.target) else {
             return Ok(None);
         };
+        // A pinned name must hold exactly that content.
+        if r.digest.as_ref().is_some_and(|d| *d != target.digest) {
+            return Ok(None);
+        }
         let Some(body) = self.read_content_opt(&target.digest).await? else {
             return Ok(None);
         };

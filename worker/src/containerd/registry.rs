@@ -490,7 +490,7 @@ fn split_authority(a: &str, default_port: u16) -> (String, u16) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -529,7 +529,7 @@ mod tests {
 
     /// A registry that wants a bearer token and redirects blob downloads: answers each
     /// connection's one request from `route`, and records what it was asked.
-    async fn fake_registry() -> (String, Arc<Mutex<Vec<String>>>) {
+    pub(crate) async fn fake_registry() -> (String, Arc<Mutex<Vec<String>>>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

@@ -1,4 +1,7 @@
 //! Image references as Docker reads them: `[host[:port]/]path[:tag][@sha256:hex]`.
+//!
+//! Here, not in the worker, because the managers pin service images to digests and the CLI
+//! shows them without: all three read references the same way.
 
 use std::fmt;
 
@@ -106,7 +109,8 @@ impl fmt::Display for Reference {
     }
 }
 
-pub(crate) fn validate_digest(d: &str) -> Result<(), String> {
+/// `sha256:<64 lowercase hex>`, the only digest form images are pinned with.
+pub fn validate_digest(d: &str) -> Result<(), String> {
     match d.strip_prefix("sha256:") {
         Some(hex)
             if hex.len() == 64
@@ -117,6 +121,46 @@ pub(crate) fn validate_digest(d: &str) -> Result<(), String> {
             Ok(())
         }
         _ => Err(format!("invalid digest {d:?} (only sha256 is supported)")),
+    }
+}
+
+/// `image` pinned to `digest`, as Swarm records a resolved service image: the reference as
+/// written, with `:latest` added when it names no tag (`busybox` ->
+/// `busybox:latest@sha256:...`). An image that already has a digest is returned as it is.
+pub fn pin(image: &str, digest: &str) -> Result<String, String> {
+    let r = Reference::parse(image)?;
+    if r.digest.is_some() {
+        return Ok(image.to_string());
+    }
+    validate_digest(digest)?;
+    let tag = if has_tag(image) { "" } else { ":latest" };
+    Ok(format!("{image}{tag}@{digest}"))
+}
+
+/// Whether `image` as written names a tag (a `:` after the last `/`, before any digest).
+fn has_tag(image: &str) -> bool {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    let last = name.rfind('/').map_or(0, |i| i + 1);
+    name[last..].contains(':')
+}
+
+/// `image` without its digest when it also has a tag (`reg:5000/busybox:latest@sha256:...`
+/// -> `reg:5000/busybox:latest`), as `docker service ls` and `ps` show images; anything
+/// else (no digest, a digest alone, not a reference) as it is.
+pub fn without_digest(image: &str) -> &str {
+    match image.split_once('@') {
+        Some((name, _)) if has_tag(name) && Reference::parse(image).is_ok() => name,
+        _ => image,
+    }
+}
+
+/// Whether two references name the same repository and tag once normalised, digests
+/// aside (`busybox` and `docker.io/library/busybox:latest@sha256:...` do).
+pub fn same_name_and_tag(a: &str, b: &str) -> bool {
+    match (Reference::parse(a), Reference::parse(b)) {
+        // `parse` already made `x` mean `x:latest`; `x@sha256:...` alone has no tag.
+        (Ok(a), Ok(b)) => a.domain == b.domain && a.repository == b.repository && a.tag == b.tag,
+        _ => a == b,
     }
 }
 
@@ -212,5 +256,51 @@ mod tests {
         ] {
             assert!(Reference::parse(bad).is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn pins_and_unpins_as_swarm_records_and_docker_shows() {
+        assert_eq!(
+            pin("127.0.0.1:5055/busybox:latest", D).as_deref(),
+            Ok(format!("127.0.0.1:5055/busybox:latest@{D}").as_str())
+        );
+        assert_eq!(
+            pin("busybox", D).as_deref(),
+            Ok(format!("busybox:latest@{D}").as_str())
+        );
+        assert_eq!(
+            pin("localhost:5000/a/b", D).as_deref(),
+            Ok(format!("localhost:5000/a/b:latest@{D}").as_str())
+        );
+        // Already pinned: kept as given, whatever the registry says now.
+        let other = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+        let given = format!("busybox:1@{D}");
+        assert_eq!(pin(&given, other).as_deref(), Ok(given.as_str()));
+        assert!(pin("busybox", "sha256:12").is_err());
+        assert!(pin("Not A Reference", D).is_err());
+
+        assert_eq!(
+            without_digest(&format!("reg:5000/busybox:latest@{D}")),
+            "reg:5000/busybox:latest"
+        );
+        assert_eq!(
+            without_digest("reg:5000/busybox:latest"),
+            "reg:5000/busybox:latest"
+        );
+        let bare = format!("reg:5000/busybox@{D}");
+        assert_eq!(
+            without_digest(&bare),
+            bare,
+            "a digest alone is all there is"
+        );
+
+        assert!(same_name_and_tag("busybox", &format!("busybox:latest@{D}")));
+        assert!(same_name_and_tag(
+            "docker.io/library/busybox:latest",
+            "busybox"
+        ));
+        assert!(!same_name_and_tag("busybox:1", "busybox:2"));
+        assert!(!same_name_and_tag("reg:5000/busybox", "busybox"));
+        assert!(!same_name_and_tag(&bare, "reg:5000/busybox:latest"));
     }
 }
