@@ -989,6 +989,9 @@ pub fn print_tasks(mut tasks: Vec<pb::Task>, format: Format) -> anyhow::Result<(
     match format {
         Format::Json => output::json(&Value::Array(tasks.iter().map(task_row).collect())),
         Format::Table => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
             let mut last = String::new();
             let rows = tasks
                 .iter()
@@ -1009,7 +1012,11 @@ pub fn print_tasks(mut tasks: Vec<pb::Task>, format: Format) -> anyhow::Result<(
                         s("image"),
                         s("node"),
                         capitalize(&s("desired_state")),
-                        capitalize(&s("state")),
+                        output::state_since(
+                            &s("state"),
+                            t.status.as_ref().map_or(0, |st| st.timestamp),
+                            now,
+                        ),
                         if err.is_empty() {
                             String::new()
                         } else {
