@@ -2,11 +2,11 @@
 //! `TryFrom`: this is where a malformed request becomes one clear error.
 
 use crate::model::{
-    ContainerSpec, EndpointMode, HealthCheck, IpamConfig, Ipv4Cidr, Meta, Mount, MountType,
-    Network, NetworkAttachment, NetworkAttachmentConfig, NetworkDriver, NetworkSpec, Placement,
-    PortConfig, Protocol, PublishMode, ResourceRequirements, Resources, RestartCondition,
-    RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec, TaskState,
-    TaskStatus, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState,
+    container_opts, ContainerSpec, DeviceMapping, EndpointMode, HealthCheck, IpamConfig, Ipv4Cidr,
+    Meta, Mount, MountType, Network, NetworkAttachment, NetworkAttachmentConfig, NetworkDriver,
+    NetworkSpec, Placement, PortConfig, Protocol, PublishMode, ResourceRequirements, Resources,
+    RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec,
+    TaskState, TaskStatus, Ulimit, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState,
 };
 use crate::pb;
 use std::net::Ipv4Addr;
@@ -158,6 +158,28 @@ impl From<&ContainerSpec> for pb::ContainerSpec {
                 .iter()
                 .map(crate::convert_secrets::file_ref_to_pb)
                 .collect(),
+            capability_add: c.capability_add.clone(),
+            capability_drop: c.capability_drop.clone(),
+            read_only: c.read_only,
+            sysctls: c.sysctls.clone().into_iter().collect(),
+            ulimits: c
+                .ulimits
+                .iter()
+                .map(|u| pb::Ulimit {
+                    name: u.name.clone(),
+                    soft: u.soft,
+                    hard: u.hard,
+                })
+                .collect(),
+            devices: c
+                .devices
+                .iter()
+                .map(|d| pb::DeviceMapping {
+                    path_on_host: d.path_on_host.clone(),
+                    path_in_container: d.path_in_container.clone(),
+                    permissions: d.permissions.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -182,7 +204,48 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
                 return Err(invalid("env", format!("{e:?}: expected KEY=VALUE")));
             }
         }
+        // Checked here so that any client's bad value is refused at create time, as
+        // Docker's daemon validates them; capabilities are stored normalised.
+        let (capability_add, capability_drop) =
+            container_opts::effective_cap_add_drop(&c.capability_add, &c.capability_drop)
+                .map_err(|e| invalid("capabilities", e))?;
+        let mut sysctls = std::collections::BTreeMap::new();
+        for (k, v) in c.sysctls {
+            container_opts::validate_sysctl(&k).map_err(|e| invalid("sysctls", e))?;
+            sysctls.insert(k, v);
+        }
+        let mut ulimits: Vec<Ulimit> = Vec::new();
+        for u in c.ulimits {
+            let u = Ulimit::new(&u.name, u.soft, u.hard).map_err(|e| invalid("ulimits", e))?;
+            if ulimits.iter().any(|o| o.name == u.name) {
+                return Err(invalid("ulimits", format!("{} is set twice", u.name)));
+            }
+            ulimits.push(u);
+        }
+        let devices = c
+            .devices
+            .into_iter()
+            .map(|d| {
+                let perms = if d.permissions.is_empty() {
+                    "rwm"
+                } else {
+                    d.permissions.as_str()
+                };
+                let ctr = if d.path_in_container.is_empty() {
+                    d.path_on_host.as_str()
+                } else {
+                    d.path_in_container.as_str()
+                };
+                DeviceMapping::new(&d.path_on_host, ctr, perms).map_err(|e| invalid("devices", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(ContainerSpec {
+            capability_add,
+            capability_drop,
+            read_only: c.read_only,
+            sysctls,
+            ulimits,
+            devices,
             image: c.image,
             command: c.command,
             args: c.args,
@@ -780,7 +843,43 @@ mod tests {
             aliases: vec!["www".into()],
         }];
         s.endpoint_mode = EndpointMode::Dnsrr;
+        let c = &mut s.task.container;
+        c.capability_add = vec!["CAP_NET_ADMIN".into()];
+        c.capability_drop = vec!["ALL".into()];
+        c.read_only = true;
+        c.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+        c.ulimits = vec![Ulimit::new("nofile", 123, 456).unwrap()];
+        c.devices = vec![DeviceMapping::new("/dev/null", "/dev/mynull", "rw").unwrap()];
         s
+    }
+
+    #[test]
+    fn container_options_are_checked_and_normalised() {
+        let with = |f: &dyn Fn(&mut pb::ContainerSpec)| {
+            let mut p = pb::ServiceSpec::from(&spec());
+            if let Some(c) = p.task.as_mut().and_then(|t| t.container.as_mut()) {
+                f(c);
+            }
+            ServiceSpec::try_from(p)
+        };
+        let s = with(&|c| c.capability_add = vec!["net_admin".into(), "sys_time".into()]).unwrap();
+        assert_eq!(
+            s.task.container.capability_add,
+            vec!["CAP_NET_ADMIN".to_string(), "CAP_SYS_TIME".to_string()]
+        );
+        assert!(with(&|c| c.capability_drop = vec!["CAP_FLY".into()]).is_err());
+        assert!(with(&|c| {
+            c.sysctls.insert("kernel.hostname".into(), "x".into());
+        })
+        .is_err());
+        assert!(with(&|c| c.ulimits[0].soft = 1000).is_err());
+        assert!(with(&|c| c.ulimits[0].name = "nofiles".into()).is_err());
+        assert!(with(&|c| c.devices[0].permissions = "x".into()).is_err());
+        assert!(with(&|c| c.devices[0].path_on_host = "dev/null".into()).is_err());
+        // Raft state written before these fields existed still loads.
+        let old = r#"{"image":"busybox","command":[],"args":[],"env":[],"dir":"","user":"","hostname":"","labels":{},"mounts":[],"stop_signal":"","stop_grace_period":null,"healthcheck":null}"#;
+        let c: ContainerSpec = serde_json::from_str(old).unwrap();
+        assert!(!c.read_only && c.ulimits.is_empty() && c.devices.is_empty());
     }
 
     #[test]

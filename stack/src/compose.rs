@@ -5,7 +5,7 @@
 //! does not use is not kept (the loader warns about it).
 
 use crate::spec::{EndpointMode, FailureAction, PortSpec, UpdateOrder};
-use rswarm_proto::model::RestartCondition;
+use rswarm_proto::model::{DeviceMapping, RestartCondition, Ulimit};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +47,13 @@ pub struct Service {
     pub networks: BTreeMap<String, ServiceNetwork>,
     pub secrets: Vec<FileReference>,
     pub configs: Vec<FileReference>,
+    /// Normalised capability names (`CAP_NET_ADMIN`, `ALL`).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    pub read_only: bool,
+    pub sysctls: BTreeMap<String, String>,
+    pub ulimits: Vec<Ulimit>,
+    pub devices: Vec<DeviceMapping>,
     pub deploy: Deploy,
 }
 

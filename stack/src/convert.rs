@@ -196,6 +196,12 @@ fn service(
         // objects exist: `FileReference { source_name, target, uid, gid, mode }`.
         secrets: Vec::new(),
         configs: Vec::new(),
+        capability_add: svc.cap_add.clone(),
+        capability_drop: svc.cap_drop.clone(),
+        read_only: svc.read_only,
+        sysctls: svc.sysctls.clone(),
+        ulimits: svc.ulimits.clone(),
+        devices: svc.devices.clone(),
     };
     let resources = ResourceRequirements {
         limits: Resources {

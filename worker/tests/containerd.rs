@@ -8,7 +8,8 @@
 //! empties and deletes when the test ends, failed or not.
 
 use rswarm_proto::model::{
-    ContainerSpec, Mount, MountType, Resources, ServiceId, Task, TaskId, TaskSpec,
+    ContainerSpec, DeviceMapping, Mount, MountType, Resources, ServiceId, Task, TaskId, TaskSpec,
+    Ulimit,
 };
 use rswarm_worker::containerd::{
     read_logs, ContainerdExecutor, ImageDigests, LogStream, LogWriterCommand, DEFAULT_SOCKET,
@@ -494,6 +495,75 @@ async fn bind_volume_and_tmpfs_mounts() {
     bad.spec.container.mounts = vec![mount(MountType::Bind, "/no/such/dir", "/x", false)];
     let mut c = env.exec.controller(&bad).expect("controller");
     assert!(matches!(c.prepare().await, Err(ExecError::Create { .. })));
+}
+
+#[tokio::test]
+async fn capabilities_readonly_root_ulimits_sysctls_and_devices() {
+    if !enabled() {
+        return;
+    }
+    let env = Env::new("caps").await;
+    let mut t = task(
+        "caps",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "grep -E '^Cap(Bnd|Eff)' /proc/self/status | cut -f2; \
+             if touch /rootfile 2>/dev/null; then echo rw; else echo ro; fi; \
+             ulimit -n; ulimit -Hn; cat /proc/sys/net/ipv4/ip_forward; \
+             [ -c /dev/mynull ] && echo x > /dev/mynull && echo dev-ok",
+        ],
+    );
+    let c = &mut t.spec.container;
+    c.capability_drop = vec!["ALL".into()];
+    c.capability_add = vec!["CAP_NET_ADMIN".into()];
+    c.read_only = true;
+    // The task has a network namespace of its own (a fresh one here), so a net.* sysctl
+    // applies to it alone.
+    c.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
+    c.ulimits = vec![Ulimit::new("nofile", 123, 456).expect("ulimit")];
+    c.devices = vec![DeviceMapping::parse("/dev/null:/dev/mynull").expect("device")];
+    let mut c = env.exec.controller(&t).expect("controller");
+    c.prepare().await.expect("prepare");
+    c.start().await.expect("start");
+    assert_eq!(c.wait().await.expect("wait"), 0);
+    let log = env.exec.log_path(&t.id);
+    // CAP_NET_ADMIN is bit 12.
+    let want = [
+        "0000000000001000",
+        "0000000000001000",
+        "ro",
+        "123",
+        "456",
+        "1",
+        "dev-ok",
+    ];
+    wait_for(Duration::from_secs(5), || {
+        let (lines, _) = read_logs(&log, None).map_err(|e| e.to_string())?;
+        let got: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("log has {got:?}, want {want:?}"))
+        }
+    })
+    .await;
+    c.remove().await.expect("remove");
+
+    // A device the node lacks rejects the task, in Docker's words.
+    let mut bad = task("nodev", IMAGE, &["true"]);
+    bad.spec.container.devices = vec![DeviceMapping::parse("/dev/rswarm-no-such").expect("device")];
+    let mut c = env.exec.controller(&bad).expect("controller");
+    match c.prepare().await {
+        Err(ExecError::Create { reason, .. }) => assert!(
+            reason.contains(
+                "error gathering device information while adding custom device \"/dev/rswarm-no-such\": no such file or directory"
+            ),
+            "{reason}"
+        ),
+        other => panic!("prepare with a missing device: {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -5,10 +5,10 @@ use crate::output::{self, Format};
 use clap::{Args, Subcommand};
 use rswarm_proto::model::reference;
 use rswarm_proto::model::{
-    parse_duration, ContainerSpec, EndpointMode, HealthCheck, Mount, MountType,
-    NetworkAttachmentConfig, Placement, PortConfig, Protocol, PublishMode, ResourceRequirements,
-    Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec, SpreadOver, TaskSpec,
-    UpdateConfig, UpdateFailureAction, UpdateOrder,
+    container_opts, parse_duration, ContainerSpec, DeviceMapping, EndpointMode, HealthCheck, Mount,
+    MountType, NetworkAttachmentConfig, Placement, PortConfig, Protocol, PublishMode,
+    ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
+    SpreadOver, TaskSpec, Ulimit, UpdateConfig, UpdateFailureAction, UpdateOrder,
 };
 use rswarm_proto::pb;
 use rswarm_proto::pb::control_client::ControlClient;
@@ -164,6 +164,8 @@ pub struct CreateArgs {
     /// type=bind|volume|tmpfs,source=...,target=...[,readonly]; repeatable.
     #[arg(long = "mount")]
     mount: Vec<String>,
+    #[command(flatten)]
+    opts: ContainerOptsArgs,
     /// A secret to mount: NAME, or source=NAME[,target=T][,uid=U][,gid=G][,mode=0400];
     /// at /run/secrets/NAME by default; repeatable.
     #[arg(long = "secret")]
@@ -197,6 +199,86 @@ pub struct CreateArgs {
     /// The command and its arguments (replace the image's CMD).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     args: Vec<String>,
+}
+
+/// Capabilities, read-only root, sysctls, ulimits and devices on `service create`.
+#[derive(Args, Default)]
+pub struct ContainerOptsArgs {
+    /// Add a Linux capability (NET_ADMIN, CAP_SYS_TIME, ALL); repeatable.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (or ALL); repeatable.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Mount the container's root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// A namespaced kernel parameter, KEY=VALUE (net.*, kernel.shm*, ...); repeatable.
+    #[arg(long = "sysctl")]
+    sysctl: Vec<String>,
+    /// A resource limit, NAME=SOFT[:HARD] (nofile, nproc, core, memlock, stack, ...);
+    /// repeatable.
+    #[arg(long = "ulimit")]
+    ulimit: Vec<String>,
+    /// A host device: /dev/x[:/dev/y][:rwm]; repeatable.
+    #[arg(long = "device")]
+    device: Vec<String>,
+}
+
+fn parse_sysctls(
+    flag: &'static str,
+    items: &[String],
+) -> Result<std::collections::BTreeMap<String, String>, FlagError> {
+    items
+        .iter()
+        .map(|v| container_opts::parse_sysctl(v).map_err(|why| flag_err(flag, v, &why)))
+        .collect()
+}
+
+fn parse_ulimit(flag: &'static str, v: &str) -> Result<Ulimit, FlagError> {
+    Ulimit::parse(v).map_err(|why| flag_err(flag, v, &why))
+}
+
+fn parse_device(flag: &'static str, v: &str) -> Result<DeviceMapping, FlagError> {
+    DeviceMapping::parse(v).map_err(|why| flag_err(flag, v, &why))
+}
+
+/// Normalises names as Docker's CLI does; the first unknown one is the error.
+fn cap_lists(
+    add: &[String],
+    drop: &[String],
+    f: impl Fn(&[String], &[String]) -> Result<(Vec<String>, Vec<String>), String>,
+) -> Result<(Vec<String>, Vec<String>), FlagError> {
+    for (flag, list) in [("--cap-add", add), ("--cap-drop", drop)] {
+        for c in list {
+            container_opts::normalize_capability(c).map_err(|why| flag_err(flag, c, &why))?;
+        }
+    }
+    f(add, drop).map_err(|why| flag_err("--cap-add", &add.join(","), &why))
+}
+
+impl ContainerOptsArgs {
+    fn apply(&self, c: &mut ContainerSpec) -> Result<(), FlagError> {
+        (c.capability_add, c.capability_drop) =
+            cap_lists(&self.cap_add, &self.cap_drop, |a, d| {
+                container_opts::effective_cap_add_drop(a, d)
+            })?;
+        c.read_only = self.read_only;
+        c.sysctls = parse_sysctls("--sysctl", &self.sysctl)?;
+        c.ulimits = Vec::new();
+        for v in &self.ulimit {
+            let u = parse_ulimit("--ulimit", v)?;
+            // As Docker's UlimitOpt: the last one of a name wins.
+            c.ulimits.retain(|o| o.name != u.name);
+            c.ulimits.push(u);
+        }
+        c.devices = self
+            .device
+            .iter()
+            .map(|v| parse_device("--device", v))
+            .collect::<Result<_, _>>()?;
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -437,7 +519,7 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
     } else {
         None
     };
-    let container = ContainerSpec {
+    let mut container = ContainerSpec {
         image: a.image.clone(),
         command: a
             .entrypoint
@@ -478,7 +560,9 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
                     .map_err(|why| flag_err("--config", v, &why))
             })
             .collect::<Result<_, _>>()?,
+        ..Default::default()
     };
+    a.opts.apply(&mut container)?;
     let res = |flag_cpu: &'static str,
                cpu: &Option<String>,
                flag_mem: &'static str,
@@ -663,6 +747,33 @@ pub struct UpdateArgs {
     /// Stop publishing a port: TARGET[/PROTO]; repeatable.
     #[arg(long = "publish-rm")]
     publish_rm: Vec<String>,
+    /// Add a Linux capability (dropping it from the dropped ones); repeatable.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop a Linux capability (removing it from the added ones); repeatable.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Mount the root filesystem read-only (--read-only=false: writable again).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    read_only: Option<bool>,
+    /// Add or change a sysctl, KEY=VALUE; repeatable.
+    #[arg(long = "sysctl-add")]
+    sysctl_add: Vec<String>,
+    /// Remove a sysctl by key; repeatable.
+    #[arg(long = "sysctl-rm")]
+    sysctl_rm: Vec<String>,
+    /// Add or change a ulimit, NAME=SOFT[:HARD]; repeatable.
+    #[arg(long = "ulimit-add")]
+    ulimit_add: Vec<String>,
+    /// Remove a ulimit by name; repeatable.
+    #[arg(long = "ulimit-rm")]
+    ulimit_rm: Vec<String>,
+    /// Add a device, as `create --device`; repeatable.
+    #[arg(long = "device-add")]
+    device_add: Vec<String>,
+    /// Remove a device by its path in the container (or on the host); repeatable.
+    #[arg(long = "device-rm")]
+    device_rm: Vec<String>,
     /// Replace the tasks even if nothing changed (and resolve the image's tag again).
     #[arg(long)]
     force: bool,
@@ -702,6 +813,37 @@ impl UpdateArgs {
         }
         if let Some(g) = &self.stop_grace_period {
             c.stop_grace_period = Some(duration("--stop-grace-period", g)?);
+        }
+        if !self.cap_add.is_empty() || !self.cap_drop.is_empty() {
+            let (cur_add, cur_drop) = (c.capability_add.clone(), c.capability_drop.clone());
+            (c.capability_add, c.capability_drop) =
+                cap_lists(&self.cap_add, &self.cap_drop, |a, d| {
+                    container_opts::update_capabilities(&cur_add, &cur_drop, a, d)
+                })?;
+        }
+        if let Some(ro) = self.read_only {
+            c.read_only = ro;
+        }
+        for k in &self.sysctl_rm {
+            c.sysctls.remove(k);
+        }
+        c.sysctls
+            .extend(parse_sysctls("--sysctl-add", &self.sysctl_add)?);
+        c.ulimits.retain(|u| !self.ulimit_rm.contains(&u.name));
+        for v in &self.ulimit_add {
+            let u = parse_ulimit("--ulimit-add", v)?;
+            c.ulimits.retain(|o| o.name != u.name);
+            c.ulimits.push(u);
+        }
+        c.devices.retain(|d| {
+            !self.device_rm.contains(&d.path_in_container)
+                && !self.device_rm.contains(&d.path_on_host)
+        });
+        for v in &self.device_add {
+            let d = parse_device("--device-add", v)?;
+            c.devices
+                .retain(|o| o.path_in_container != d.path_in_container);
+            c.devices.push(d);
         }
         for v in &self.publish_rm {
             let (port, proto) = v.split_once('/').unwrap_or((v.as_str(), "tcp"));
@@ -896,6 +1038,15 @@ pub fn inspect_value(s: &pb::Service) -> Value {
                     "configs": c.configs.iter().map(crate::commands::secret::file_ref_json).collect::<Vec<_>>(),
                     "stop_signal": c.stop_signal,
                     "stop_grace_period": c.stop_grace_period_ms.map(ms_str),
+                    "capability_add": c.capability_add,
+                    "capability_drop": c.capability_drop,
+                    "read_only": c.read_only,
+                    "sysctls": c.sysctls.iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "ulimits": c.ulimits.iter().map(|u| json!({"name": u.name, "soft": u.soft, "hard": u.hard})).collect::<Vec<_>>(),
+                    "devices": c.devices.iter().map(|d| json!({
+                        "path_on_host": d.path_on_host, "path_in_container": d.path_in_container,
+                        "permissions": d.permissions,
+                    })).collect::<Vec<_>>(),
                     "healthcheck": c.healthcheck.as_ref().map(|h| json!({
                         "test": h.test, "interval": ms_str(h.interval_ms), "timeout": ms_str(h.timeout_ms),
                         "start_period": ms_str(h.start_period_ms), "retries": h.retries,
@@ -1518,6 +1669,146 @@ mod tests {
         let mut spec = a.apply(pinned_spec()).expect("apply");
         assert!(!a.resolve_image(&mut spec));
         assert_eq!(spec.task.container.image, PINNED);
+    }
+
+    fn create_spec(argv: &[&str]) -> Result<ServiceSpec, FlagError> {
+        #[derive(clap::Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            a: CreateArgs,
+        }
+        let mut all = vec!["create"];
+        all.extend_from_slice(argv);
+        match <Cmd as clap::Parser>::try_parse_from(all) {
+            Ok(c) => spec_from_args(&c.a),
+            Err(e) => panic!("{argv:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn container_option_flags_parse_like_docker() {
+        let s = create_spec(&[
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "CAP_SYS_TIME",
+            "--cap-drop",
+            "all",
+            "--read-only",
+            "--sysctl",
+            "net.ipv4.ip_forward=1",
+            "--ulimit",
+            "nofile=123:456",
+            "--ulimit",
+            "core=0",
+            "--device",
+            "/dev/null:/dev/mynull",
+            "--device",
+            "/dev/zero:r",
+            "busybox",
+        ])
+        .expect("spec");
+        let c = &s.task.container;
+        assert_eq!(c.capability_add, ["CAP_NET_ADMIN", "CAP_SYS_TIME"]);
+        assert_eq!(c.capability_drop, ["ALL"]);
+        assert!(c.read_only);
+        assert_eq!(
+            c.sysctls.get("net.ipv4.ip_forward").map(String::as_str),
+            Some("1")
+        );
+        assert_eq!(c.ulimits[0], Ulimit::new("nofile", 123, 456).expect("u"));
+        assert_eq!(c.ulimits[1], Ulimit::new("core", 0, 0).expect("u"));
+        assert_eq!(c.devices[0].to_string(), "/dev/null:/dev/mynull:rwm");
+        assert_eq!(c.devices[1].to_string(), "/dev/zero:/dev/zero:r");
+        // And back through the wire unchanged.
+        assert_eq!(
+            ServiceSpec::try_from(pb::ServiceSpec::from(&s)).expect("convert"),
+            s
+        );
+        let v = inspect_value(&pb::Service {
+            spec: Some(pb::ServiceSpec::from(&s)),
+            ..Default::default()
+        });
+        let cs = &v["spec"]["task_template"]["container_spec"];
+        assert_eq!(cs["read_only"], true);
+        assert_eq!(cs["ulimits"][0]["soft"], 123);
+        assert_eq!(cs["devices"][0]["path_in_container"], "/dev/mynull");
+        assert_eq!(cs["capability_drop"][0], "ALL");
+
+        for (bad, flag) in [
+            (["--cap-add", "fly"], "--cap-add"),
+            (["--cap-drop", "CAP_X"], "--cap-drop"),
+            (["--sysctl", "kernel.hostname=x"], "--sysctl"),
+            (["--sysctl", "net.core.somaxconn"], "--sysctl"),
+            (["--ulimit", "nofiles=1"], "--ulimit"),
+            (["--ulimit", "nofile=456:123"], "--ulimit"),
+            (["--device", "/dev/null:/x:rwz"], "--device"),
+            (["--device", "null"], "--device"),
+        ] {
+            let mut argv = bad.to_vec();
+            argv.push("busybox");
+            let e = create_spec(&argv).expect_err(bad[1]);
+            assert!(
+                e.to_string().starts_with(&format!("invalid {flag} ")),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn container_option_updates() {
+        let mut spec = pinned_spec();
+        let c = &mut spec.task.container;
+        c.capability_add = vec!["CAP_NET_ADMIN".into()];
+        c.capability_drop = vec!["CAP_KILL".into()];
+        c.sysctls.insert("net.core.somaxconn".into(), "1".into());
+        c.ulimits = vec![Ulimit::new("nofile", 1, 2).expect("u")];
+        c.devices = vec![DeviceMapping::parse("/dev/null:/dev/a").expect("d")];
+        let a = update_args(&[
+            "--cap-add",
+            "kill",
+            "--cap-drop",
+            "net_admin",
+            "--read-only",
+            "--sysctl-rm",
+            "net.core.somaxconn",
+            "--sysctl-add",
+            "net.ipv4.ip_forward=1",
+            "--ulimit-add",
+            "nofile=5:6",
+            "--ulimit-add",
+            "nproc=10",
+            "--device-rm",
+            "/dev/a",
+            "--device-add",
+            "/dev/zero",
+            "web",
+        ]);
+        let spec = a.apply(spec).expect("apply");
+        let c = &spec.task.container;
+        assert_eq!(c.capability_add, ["CAP_KILL"]);
+        assert_eq!(c.capability_drop, ["CAP_NET_ADMIN"]);
+        assert!(c.read_only);
+        assert_eq!(
+            c.sysctls.keys().collect::<Vec<_>>(),
+            ["net.ipv4.ip_forward"]
+        );
+        assert_eq!(c.ulimits.len(), 2);
+        assert_eq!(c.ulimits[0], Ulimit::new("nofile", 5, 6).expect("u"));
+        assert_eq!(c.devices.len(), 1);
+        assert_eq!(c.devices[0].path_on_host, "/dev/zero");
+
+        let spec = update_args(&["--read-only=false", "--ulimit-rm", "nproc", "web"])
+            .apply(spec)
+            .expect("apply");
+        assert!(!spec.task.container.read_only);
+        assert_eq!(spec.task.container.ulimits.len(), 1);
+        assert!(update_args(&["--cap-add", "nope", "web"])
+            .apply(pinned_spec())
+            .is_err());
+        assert!(update_args(&["--sysctl-add", "vm.swappiness=1", "web"])
+            .apply(pinned_spec())
+            .is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod command;
+pub mod container_opts;
 mod duration;
 mod ids;
 mod netview;
@@ -16,6 +17,7 @@ mod task;
 
 pub use cluster::{Cluster, ClusterSpec, JoinSecrets, RootCaMaterial};
 pub use command::{Command, CommandError, CommandResponse};
+pub use container_opts::{DeviceMapping, Ulimit};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use ids::{ClusterId, NetworkId, NodeId, RaftId, ServiceId, TaskId};
 pub use netview::{NetworkView, ServiceView, TaskView};

@@ -148,6 +148,23 @@ pub struct ContainerSpec {
     /// Configs mounted as files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub configs: Vec<super::FileReference>,
+    /// Capabilities added to and dropped from Docker's default set, normalised
+    /// (`CAP_NET_ADMIN`, or `ALL`); see [`super::container_opts`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability_add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capability_drop: Vec<String>,
+    /// The root filesystem is mounted read-only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Namespaced sysctls only (`net.*`, `kernel.shm*`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<super::Ulimit>,
+    /// Host devices, looked up on the node when the task is prepared.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<super::DeviceMapping>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -16,6 +16,7 @@ use crate::error::Located;
 use crate::path::KeyPath;
 use crate::spec::{EndpointMode, PortSpec, Protocol, PublishMode};
 use crate::syntax::{parse_bytes, parse_port, parse_volume, split_command};
+use rswarm_proto::model::{container_opts, DeviceMapping, Ulimit};
 use std::collections::BTreeMap;
 
 /// Keys of a service that a stack reads.
@@ -37,6 +38,12 @@ const USED: &[&str] = &[
     "networks",
     "secrets",
     "configs",
+    "cap_add",
+    "cap_drop",
+    "read_only",
+    "sysctls",
+    "ulimits",
+    "devices",
     "deploy",
 ];
 
@@ -44,14 +51,11 @@ const USED: &[&str] = &[
 /// those Docker converts but rswarm cannot apply yet.
 const IGNORED: &[(&str, Shape)] = &[
     ("build", Shape::StrOrMap),
-    ("cap_add", Shape::Strings),
-    ("cap_drop", Shape::Strings),
     ("cgroup_parent", Shape::Str),
     ("cgroupns_mode", Shape::Str),
     ("container_name", Shape::Str),
     ("credential_spec", Shape::Map),
     ("depends_on", Shape::Any),
-    ("devices", Shape::Strings),
     ("dns", Shape::StrOrStrings),
     ("dns_search", Shape::StrOrStrings),
     ("domainname", Shape::Str),
@@ -68,15 +72,12 @@ const IGNORED: &[(&str, Shape)] = &[
     ("oom_score_adj", Shape::Int),
     ("pid", Shape::Any),
     ("privileged", Shape::Bool),
-    ("read_only", Shape::Bool),
     ("restart", Shape::Str),
     ("security_opt", Shape::Strings),
     ("shm_size", Shape::Any),
     ("stdin_open", Shape::Bool),
-    ("sysctls", Shape::ListOrDict),
     ("tmpfs", Shape::StrOrStrings),
     ("tty", Shape::Bool),
-    ("ulimits", Shape::Map),
     ("userns_mode", Shape::Str),
 ];
 
@@ -165,6 +166,12 @@ fn service(
             "networks" => s.networks = networks(v, &p, cx, &mut at)?,
             "secrets" => s.secrets = file_refs(v, &p, &mut at.secrets)?,
             "configs" => s.configs = file_refs(v, &p, &mut at.configs)?,
+            "cap_add" => s.cap_add = capabilities(v, &p)?,
+            "cap_drop" => s.cap_drop = capabilities(v, &p)?,
+            "read_only" => s.read_only = boolean(v, &p)?,
+            "sysctls" => s.sysctls = sysctls(v, &p)?,
+            "ulimits" => s.ulimits = ulimits(v, &p)?,
+            "devices" => s.devices = devices(v, &p)?,
             "deploy" => deploy_read = Some(deploy(v, &p, cx)?),
             k if is_extension(k) => {}
             k => {
@@ -186,6 +193,11 @@ fn service(
     }
     if let Some(read) = &deploy_read {
         s.deploy = read.deploy.clone();
+    }
+    // As Docker's CLI: deduplicated, sorted, an added capability not also dropped. The
+    // names were checked one by one above.
+    if let Ok((add, drop)) = container_opts::effective_cap_add_drop(&s.cap_add, &s.cap_drop) {
+        (s.cap_add, s.cap_drop) = (add, drop);
     }
     if !cx.merged() {
         return Ok(s);
@@ -268,6 +280,114 @@ fn service(
         }
     }
     Ok(s)
+}
+
+/// `cap_add`/`cap_drop`: names as Docker takes them (`NET_ADMIN`, `cap_net_admin`, `ALL`).
+fn capabilities(node: &Node, path: &KeyPath) -> Result<Vec<String>, Located> {
+    let names = list_of_strings(node, path)?;
+    let items = list(node, path)?;
+    names
+        .iter()
+        .zip(items)
+        .enumerate()
+        .map(|(i, (name, item))| {
+            container_opts::normalize_capability(name).map_err(|m| fail(item, &path.index(i), m))
+        })
+        .collect()
+}
+
+/// `sysctls`: a mapping or a list of `KEY=VALUE`, namespaced ones only (Docker's rule).
+fn sysctls(node: &Node, path: &KeyPath) -> Result<BTreeMap<String, String>, Located> {
+    // Each key with the node to blame for it.
+    let items: Vec<(String, Option<String>, &Node, KeyPath)> = match &node.value {
+        Value::Map(entries) => entries
+            .iter()
+            .map(|e| {
+                let p = path.key(&e.key);
+                let v = match &e.value.value {
+                    Value::Null => None,
+                    Value::Seq(_) | Value::Map(_) => {
+                        return Err(expected(&e.value, &p, "a string or a number"))
+                    }
+                    _ => e.value.scalar_text(),
+                };
+                Ok((e.key.clone(), v, &e.value, p))
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let p = path.index(i);
+                let text = string(item, &p)?;
+                Ok(match text.split_once('=') {
+                    Some((k, v)) => (k.to_owned(), Some(v.to_owned()), item, p),
+                    None => (text, None, item, p),
+                })
+            })
+            .collect::<Result<_, _>>()?,
+        _ => {
+            return Err(expected(
+                node,
+                path,
+                "a mapping or a list of KEY=VALUE strings",
+            ))
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (k, v, at, p) in items {
+        container_opts::validate_sysctl(&k).map_err(|m| fail(at, &p, m))?;
+        let v = v.ok_or_else(|| fail(at, &p, format!("sysctl {k:?} needs a value")))?;
+        out.insert(k, v);
+    }
+    Ok(out)
+}
+
+/// `ulimits`: `nofile: 1024` (soft and hard) or `nofile: {soft: 1024, hard: 2048}`.
+fn ulimits(node: &Node, path: &KeyPath) -> Result<Vec<Ulimit>, Located> {
+    let mut out = Vec::new();
+    for e in mapping(node, path)? {
+        let p = path.key(&e.key);
+        let num = |n: &Node, p: &KeyPath| -> Result<i64, Located> {
+            i64::try_from(super::integer(n, p)?).map_err(|_| expected(n, p, "an integer"))
+        };
+        let (soft, hard) = match &e.value.value {
+            Value::Map(fields) => {
+                let (mut soft, mut hard) = (None, None);
+                for f in fields {
+                    let fp = p.key(&f.key);
+                    match f.key.as_str() {
+                        "soft" => soft = Some(num(&f.value, &fp)?),
+                        "hard" => hard = Some(num(&f.value, &fp)?),
+                        _ => return Err(unknown_key(f, &fp, &["soft", "hard"])),
+                    }
+                }
+                match (soft, hard) {
+                    (Some(s), Some(h)) => (s, h),
+                    _ => return Err(fail(&e.value, &p, "a ulimit needs both soft and hard")),
+                }
+            }
+            _ => {
+                let n = num(&e.value, &p)?;
+                (n, n)
+            }
+        };
+        out.push(Ulimit::new(&e.key, soft, hard).map_err(|m| fail(&e.value, &p, m))?);
+    }
+    Ok(out)
+}
+
+/// `devices`: `docker run --device` strings, `/dev/x[:/dev/y][:rwm]`.
+fn devices(node: &Node, path: &KeyPath) -> Result<Vec<DeviceMapping>, Located> {
+    let specs = list_of_strings(node, path)?;
+    specs
+        .iter()
+        .zip(list(node, path)?)
+        .enumerate()
+        .map(|(i, (spec, item))| {
+            DeviceMapping::parse(spec).map_err(|m| fail(item, &path.index(i), m))
+        })
+        .collect()
 }
 
 /// `env_file`s in order, then `environment`; a variable named without a value is taken

@@ -258,6 +258,9 @@ impl ContainerdController {
             },
             etc: Some(etc),
             netns: self.netns.as_deref(),
+            // Looked up on this node now: a missing device rejects the task.
+            devices: spec::gather_devices(&cs.devices).map_err(&err)?,
+            known_caps: spec::known_capabilities(),
         };
         let oci = spec::build_spec(&input).map_err(|e| err(e.to_string()))?;
         let json = serde_json::to_vec(&oci).map_err(|e| err(format!("spec: {e}")))?;

@@ -5,7 +5,8 @@
 //! turns them into JSON that runc reads.
 
 use super::image::ImageConfig;
-use rswarm_proto::model::{ContainerSpec, Mount, MountType, Resources};
+use rswarm_proto::model::container_opts::{self, ALL_CAPABILITIES};
+use rswarm_proto::model::{ContainerSpec, DeviceMapping, Mount, MountType, Resources};
 use std::path::{Path, PathBuf};
 
 /// What the shim is told the spec is (containerd's `typeurl` for specs.Spec).
@@ -60,6 +61,7 @@ pub const READONLY_PATHS: [&str; 5] = [
 /// The parts of the OCI runtime spec (v1.0) that we set; serialised with its field names.
 pub mod oci {
     use serde::{Deserialize, Serialize};
+    use std::collections::BTreeMap;
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -86,6 +88,16 @@ pub mod oci {
         pub capabilities: Option<Capabilities>,
         #[serde(default)]
         pub no_new_privileges: bool,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub rlimits: Vec<Rlimit>,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Rlimit {
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub hard: u64,
+        pub soft: u64,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -132,6 +144,27 @@ pub mod oci {
         pub cgroups_path: String,
         pub masked_paths: Vec<String>,
         pub readonly_paths: Vec<String>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        pub sysctl: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub devices: Vec<Device>,
+    }
+
+    /// A device node runc makes in the container's /dev.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Device {
+        pub path: String,
+        #[serde(rename = "type")]
+        pub kind: String,
+        pub major: i64,
+        pub minor: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub file_mode: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub uid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gid: Option<u32>,
     }
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,6 +246,124 @@ pub struct SpecInput<'a> {
     pub etc: Option<EtcFiles>,
     /// The task's network namespace; `None`: a fresh one (networking is not wired yet).
     pub netns: Option<&'a Path>,
+    /// The service's devices as found on this node ([`gather_devices`]).
+    pub devices: Vec<HostDevice>,
+    /// Every capability the node's kernel knows: what `ALL` means ([`known_capabilities`]).
+    pub known_caps: &'a [&'static str],
+}
+
+/// A host device node, as stat found it, and where it goes in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDevice {
+    pub path_in_container: String,
+    /// `c` or `b`.
+    pub kind: char,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub permissions: String,
+}
+
+/// The capabilities this kernel knows (up to `/proc/sys/kernel/cap_last_cap`), as moby's
+/// `GetAllCapabilities`; all we know of when the file cannot be read.
+pub fn known_capabilities() -> &'static [&'static str] {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok());
+    match last {
+        Some(n) if n < ALL_CAPABILITIES.len() => &ALL_CAPABILITIES[..=n],
+        _ => &ALL_CAPABILITIES,
+    }
+}
+
+fn errno_text(e: &std::io::Error) -> String {
+    // Go's wording (what Docker prints), not Rust's "(os error 2)".
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The device node at `path` (through symlinks) as it is to appear at `ctr`; `None` when
+/// `path` is something else.
+fn device_at(path: &Path, ctr: String, permissions: &str) -> std::io::Result<Option<HostDevice>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let md = std::fs::metadata(path)?;
+    let ft = md.file_type();
+    let kind = if ft.is_char_device() {
+        'c'
+    } else if ft.is_block_device() {
+        'b'
+    } else {
+        return Ok(None);
+    };
+    let dev = md.rdev();
+    // glibc's gnu_dev_major/minor.
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    Ok(Some(HostDevice {
+        path_in_container: ctr,
+        kind,
+        major: i64::try_from(major).unwrap_or(i64::MAX),
+        minor: i64::try_from(minor).unwrap_or(i64::MAX),
+        file_mode: md.mode() & 0o7777,
+        uid: md.uid(),
+        gid: md.gid(),
+        permissions: permissions.to_string(),
+    }))
+}
+
+/// Looks the service's devices up on this node, as moby's `devicesFromPath`: a device node
+/// is taken as is (through symlinks); a directory is walked and every device node under it
+/// is added at the same place under the container path (one without any is refused).
+pub fn gather_devices(devices: &[DeviceMapping]) -> Result<Vec<HostDevice>, String> {
+    let mut out = Vec::new();
+    for d in devices {
+        let fail = |why: String| {
+            format!(
+                "error gathering device information while adding custom device {:?}: {why}",
+                d.path_on_host
+            )
+        };
+        let host = Path::new(&d.path_on_host);
+        let found = device_at(host, d.path_in_container.clone(), &d.permissions)
+            .map_err(|e| fail(errno_text(&e)))?;
+        match found {
+            Some(dev) => out.push(dev),
+            None if host.is_dir() => {
+                let before = out.len();
+                let mut stack = vec![host.to_path_buf()];
+                while let Some(dir) = stack.pop() {
+                    let entries = std::fs::read_dir(&dir).map_err(|e| fail(errno_text(&e)))?;
+                    for entry in entries.flatten() {
+                        let p = entry.path();
+                        // As filepath.Walk: symlinked directories are not followed.
+                        if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            stack.push(p);
+                            continue;
+                        }
+                        let rel = p.strip_prefix(host).unwrap_or(&p);
+                        let ctr = Path::new(&d.path_in_container).join(rel);
+                        if let Ok(Some(dev)) =
+                            device_at(&p, ctr.display().to_string(), &d.permissions)
+                        {
+                            out.push(dev);
+                        }
+                    }
+                }
+                if out.len() == before {
+                    return Err(fail(format!("no devices found in {}", d.path_on_host)));
+                }
+                // A stable order, whatever read_dir gives.
+                out[before..].sort_by(|a, b| a.path_in_container.cmp(&b.path_in_container));
+            }
+            None => return Err(fail("not a device node".into())),
+        }
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -225,6 +376,8 @@ pub enum SpecError {
     Mount(String),
     #[error("user {user:?}: {reason}")]
     User { user: String, reason: String },
+    #[error("{0}")]
+    Sysctl(String),
 }
 
 /// The container's hostname: the service's, else the first 12 characters of the container
@@ -498,7 +651,14 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
     if !cwd.starts_with('/') {
         return Err(SpecError::RelativeDir(cwd));
     }
-    let caps: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    // Docker's default set with the service's additions and removals (moby's
+    // TweakCapabilities).
+    let caps = container_opts::tweak_capabilities(
+        &DEFAULT_CAPABILITIES,
+        input.known_caps,
+        &spec.capability_add,
+        &spec.capability_drop,
+    );
     // As Docker since 20.10: a non-root process starts with empty effective and permitted
     // sets (the bounding set still limits what it can regain through file capabilities).
     let (effective, permitted) = if input.user.uid == 0 {
@@ -522,6 +682,19 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
             permitted,
         }),
         no_new_privileges: false,
+        rlimits: spec
+            .ulimits
+            .iter()
+            .map(|u| {
+                // -1 is unlimited (RLIM_INFINITY).
+                let v = |n: i64| u64::try_from(n).unwrap_or(u64::MAX);
+                oci::Rlimit {
+                    kind: u.rlimit_name(),
+                    hard: v(u.hard),
+                    soft: v(u.soft),
+                }
+            })
+            .collect(),
     };
 
     let mounts = build_mounts(input)?;
@@ -542,6 +715,29 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
         devices: default_device_rules(),
         ..Default::default()
     };
+    let mut devices = Vec::new();
+    for d in &input.devices {
+        devices.push(oci::Device {
+            path: d.path_in_container.clone(),
+            kind: d.kind.to_string(),
+            major: d.major,
+            minor: d.minor,
+            file_mode: Some(d.file_mode),
+            uid: Some(d.uid),
+            gid: Some(d.gid),
+        });
+        resources.devices.push(oci::DeviceRule {
+            allow: true,
+            kind: Some(d.kind.to_string()),
+            major: Some(d.major),
+            minor: Some(d.minor),
+            access: d.permissions.clone(),
+        });
+    }
+    // Checked at create time already; a spec stored otherwise still never reaches runc.
+    for k in spec.sysctls.keys() {
+        container_opts::validate_sysctl(k).map_err(SpecError::Sysctl)?;
+    }
     if input.limits.memory_bytes > 0 {
         resources.memory = Some(oci::Memory {
             limit: i64::try_from(input.limits.memory_bytes).unwrap_or(i64::MAX),
@@ -562,7 +758,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
         process,
         root: oci::Root {
             path: "rootfs".into(),
-            readonly: false,
+            readonly: spec.read_only,
         },
         hostname,
         mounts,
@@ -574,6 +770,8 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
             cgroups_path: format!("/rswarm/{}-{}", input.namespace, input.container_id),
             masked_paths: MASKED_PATHS.iter().map(|p| p.to_string()).collect(),
             readonly_paths: READONLY_PATHS.iter().map(|p| p.to_string()).collect(),
+            sysctl: spec.sysctls.clone(),
+            devices,
         },
     })
 }
@@ -939,7 +1137,135 @@ mod tests {
                 resolv_conf: "/s/resolv.conf".into(),
             }),
             netns: None,
+            devices: vec![],
+            known_caps: &ALL_CAPABILITIES,
         }
+    }
+
+    #[test]
+    fn capabilities_readonly_sysctls_rlimits() {
+        let mut spec = cspec(&[], &["sleep", "1"]);
+        spec.capability_drop = sv(&["ALL"]);
+        spec.capability_add = sv(&["CAP_NET_ADMIN"]);
+        spec.read_only = true;
+        spec.sysctls
+            .insert("net.ipv4.ip_forward".into(), "1".into());
+        spec.ulimits = vec![
+            rswarm_proto::model::Ulimit::new("nofile", 123, 456).expect("ulimit"),
+            rswarm_proto::model::Ulimit::new("memlock", -1, -1).expect("ulimit"),
+        ];
+        let (limits, img) = (Resources::default(), ImageConfig::default());
+        let s = build_spec(&input(&spec, &limits, &img)).expect("spec");
+        let caps = s.process.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.bounding, sv(&["CAP_NET_ADMIN"]));
+        assert_eq!(caps.effective, caps.bounding);
+        assert!(s.root.readonly);
+        assert_eq!(
+            s.linux
+                .sysctl
+                .get("net.ipv4.ip_forward")
+                .map(String::as_str),
+            Some("1")
+        );
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["root"]["readonly"], true);
+        assert_eq!(json["linux"]["sysctl"]["net.ipv4.ip_forward"], "1");
+        assert_eq!(json["process"]["rlimits"][0]["type"], "RLIMIT_NOFILE");
+        assert_eq!(json["process"]["rlimits"][0]["soft"], 123);
+        assert_eq!(json["process"]["rlimits"][0]["hard"], 456);
+        assert_eq!(json["process"]["rlimits"][1]["hard"], u64::MAX);
+
+        // Defaults minus one, plus one; a non-root user keeps only the bounding set.
+        spec.capability_drop = sv(&["CAP_KILL"]);
+        spec.capability_add = sv(&["CAP_SYS_TIME"]);
+        let mut inp = input(&spec, &limits, &img);
+        inp.user.uid = 1000;
+        let s = build_spec(&inp).expect("spec");
+        let caps = s.process.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.bounding.len(), 14);
+        assert!(caps.bounding.contains(&"CAP_SYS_TIME".to_string()));
+        assert!(!caps.bounding.contains(&"CAP_KILL".to_string()));
+        assert!(caps.effective.is_empty() && caps.permitted.is_empty());
+
+        // ALL added: whatever the kernel knows, less the dropped.
+        spec.capability_add = sv(&["ALL"]);
+        let mut inp = input(&spec, &limits, &img);
+        inp.known_caps = &ALL_CAPABILITIES[..38];
+        let s = build_spec(&inp).expect("spec");
+        let caps = s.process.capabilities.as_ref().expect("caps");
+        assert_eq!(caps.bounding.len(), 37);
+        assert!(!caps.bounding.contains(&"CAP_BPF".to_string()));
+
+        // Not a namespaced sysctl: never reaches runc.
+        spec.sysctls.insert("kernel.hostname".into(), "x".into());
+        assert!(matches!(
+            build_spec(&input(&spec, &limits, &img)),
+            Err(SpecError::Sysctl(_))
+        ));
+    }
+
+    #[test]
+    fn devices_from_the_host() {
+        let found =
+            gather_devices(&[DeviceMapping::new("/dev/null", "/dev/mynull", "rw").expect("dev")])
+                .expect("/dev/null");
+        assert_eq!(found.len(), 1);
+        let d = &found[0];
+        assert_eq!((d.kind, d.major, d.minor), ('c', 1, 3));
+        assert_eq!(d.path_in_container, "/dev/mynull");
+        let missing =
+            gather_devices(
+                &[DeviceMapping::new("/dev/rswarm-nope", "/dev/x", "rwm").expect("dev")],
+            )
+            .expect_err("missing");
+        assert_eq!(
+            missing,
+            "error gathering device information while adding custom device \"/dev/rswarm-nope\": no such file or directory"
+        );
+        assert!(
+            gather_devices(&[DeviceMapping::new("/etc/hostname", "/x", "r").expect("dev")])
+                .is_err()
+        );
+        // A directory is walked: its device nodes (here symlinks to them) go to the same
+        // places under the container path; other files are skipped; none at all fails.
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("a")).expect("symlink");
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("sub/b")).expect("symlink");
+        std::fs::write(dir.path().join("plain"), "x").expect("write");
+        let host = dir.path().display().to_string();
+        let walked = gather_devices(&[DeviceMapping::new(&host, "/dev/d", "r").expect("dev")])
+            .expect("walk");
+        let got: Vec<(&str, i64, i64)> = walked
+            .iter()
+            .map(|d| (d.path_in_container.as_str(), d.major, d.minor))
+            .collect();
+        assert_eq!(got, [("/dev/d/a", 1, 3), ("/dev/d/sub/b", 1, 5)]);
+        let empty = tempfile::tempdir().expect("tmp");
+        let e = gather_devices(&[DeviceMapping::new(
+            &empty.path().display().to_string(),
+            "/dev/d",
+            "r",
+        )
+        .expect("dev")])
+        .expect_err("empty dir");
+        assert!(e.contains("no devices found"), "{e}");
+
+        let spec = cspec(&[], &["sleep", "1"]);
+        let (limits, img) = (Resources::default(), ImageConfig::default());
+        let mut inp = input(&spec, &limits, &img);
+        inp.devices = found;
+        let s = build_spec(&inp).expect("spec");
+        assert_eq!(s.linux.devices.len(), 1);
+        assert_eq!(s.linux.devices[0].path, "/dev/mynull");
+        assert_eq!(s.linux.devices[0].kind, "c");
+        let rule = s.linux.resources.devices.last().expect("rule");
+        assert_eq!(
+            (rule.allow, rule.major, rule.minor, rule.access.as_str()),
+            (true, Some(1), Some(3), "rw")
+        );
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["linux"]["devices"][0]["fileMode"], 0o666);
     }
 
     #[test]
