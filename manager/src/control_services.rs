@@ -11,7 +11,7 @@ use crate::store::State;
 use rswarm_proto::convert::{service_to_pb, task_to_pb};
 use rswarm_proto::model::{
     Command, CommandError, Endpoint, Meta, NetworkId, PortConfig, Protocol, PublishMode, Service,
-    ServiceId, ServiceMode, ServiceSpec, TaskState,
+    ServiceId, ServiceMode, ServiceSpec, TaskState, HOST_NETWORK,
 };
 use rswarm_proto::pb;
 use std::collections::BTreeSet;
@@ -19,14 +19,46 @@ use std::collections::BTreeSet;
 fn spec_from_pb(spec: Option<pb::ServiceSpec>) -> Result<ServiceSpec, ControlError> {
     let spec =
         spec.ok_or_else(|| ControlError::InvalidArgument("a service spec is required".into()))?;
-    let spec =
+    let mut spec =
         ServiceSpec::try_from(spec).map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
+    host_network(&mut spec)?;
     // A malformed constraint is refused now, not discovered by the scheduler later.
     crate::scheduler::parse_constraints(&spec.task.placement.constraints)
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     crate::scheduler::parse_preferences(&spec.task.placement.preferences)
         .map_err(|e| ControlError::InvalidArgument(e.to_string()))?;
     Ok(spec)
+}
+
+/// Docker's predefined `host` network named among the networks (as other clients than
+/// ours send it) becomes `host_network`; no user network can be called `host`. A service
+/// on the node's network joins no other (Docker's rule) and publishes nothing: its ports
+/// are bound on the node itself.
+fn host_network(spec: &mut ServiceSpec) -> Result<(), ControlError> {
+    if let Some(i) = spec.networks.iter().position(|n| n.target == HOST_NETWORK) {
+        if !spec.networks[i].aliases.is_empty() {
+            return Err(ControlError::InvalidArgument(
+                "the host network takes no aliases (they are for overlay networks)".into(),
+            ));
+        }
+        spec.networks.remove(i);
+        spec.task.host_network = true;
+    }
+    if !spec.task.host_network {
+        return Ok(());
+    }
+    if !spec.networks.is_empty() {
+        return Err(ControlError::InvalidArgument(
+            "a service on the host network cannot join other networks".into(),
+        ));
+    }
+    if !spec.ports.is_empty() {
+        return Err(ControlError::InvalidArgument(
+            "a service on the host network publishes no ports: it binds them on the node itself"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// `spec` with its networks named by id, and the VIPs it should have (keeping those of
@@ -659,5 +691,75 @@ mod port_tests {
         ];
         let err = publish_ports(&s, &spec, &Endpoint::default(), None).expect_err("twice");
         assert!(err.to_string().contains("published twice"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod host_network_tests {
+    use super::*;
+    use rswarm_proto::model::NetworkAttachmentConfig;
+
+    fn spec(f: impl FnOnce(&mut ServiceSpec)) -> Result<ServiceSpec, ControlError> {
+        let mut s = ServiceSpec {
+            name: "agent".into(),
+            ..Default::default()
+        };
+        s.task.container.image = "busybox".into();
+        f(&mut s);
+        spec_from_pb(Some(pb::ServiceSpec::from(&s)))
+    }
+
+    fn net(target: &str) -> NetworkAttachmentConfig {
+        NetworkAttachmentConfig {
+            target: target.into(),
+            aliases: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn host_network_is_exclusive_whatever_the_client_sends() {
+        let s = spec(|s| s.task.host_network = true).expect("host");
+        assert!(s.task.host_network && s.networks.is_empty());
+        // Another client naming Docker's `host` network gets the same.
+        let s = spec(|s| s.networks = vec![net("host")]).expect("named host");
+        assert!(s.task.host_network && s.networks.is_empty());
+        let refused = [
+            spec(|s| {
+                s.task.host_network = true;
+                s.networks = vec![net("appnet")];
+            }),
+            spec(|s| s.networks = vec![net("host"), net("appnet")]),
+            spec(|s| {
+                s.task.host_network = true;
+                s.ports = vec![PortConfig {
+                    target: 80,
+                    published: 8080,
+                    ..Default::default()
+                }];
+            }),
+            spec(|s| {
+                s.networks = vec![net("host")];
+                s.ports = vec![PortConfig {
+                    target: 80,
+                    published: 8080,
+                    mode: PublishMode::Host,
+                    ..Default::default()
+                }];
+            }),
+            spec(|s| {
+                s.networks = vec![NetworkAttachmentConfig {
+                    target: "host".into(),
+                    aliases: vec!["www".into()],
+                }]
+            }),
+        ];
+        for r in refused {
+            match r {
+                Err(ControlError::InvalidArgument(m)) => {
+                    assert!(m.contains("host network") && !m.contains('\n'), "{m}")
+                }
+                other => panic!("not refused: {other:?}"),
+            }
+        }
     }
 }

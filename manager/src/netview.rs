@@ -11,7 +11,13 @@ use std::net::Ipv4Addr;
 /// owning one of the node's tasks; every task holding an address on them, and the node's
 /// own tasks; the underlay addresses of the nodes involved.
 pub fn network_view(s: &State, node: &NodeId) -> NetworkView {
-    let local: Vec<_> = s.tasks.values().filter(|t| is_assigned(t, node)).collect();
+    // Tasks on the node's own network stack have no part in its networks (no
+    // attachment, address or DNS name), so they and their services are left out.
+    let local: Vec<_> = s
+        .tasks
+        .values()
+        .filter(|t| is_assigned(t, node) && !t.spec.host_network)
+        .collect();
     let mut nets: BTreeSet<NetworkId> = local
         .iter()
         .filter(|t| t.holds_addresses())
@@ -28,7 +34,7 @@ pub fn network_view(s: &State, node: &NodeId) -> NetworkView {
             .collect(),
         ..Default::default()
     };
-    for svc in s.services.values() {
+    for svc in s.services.values().filter(|v| !v.spec.task.host_network) {
         let on: Vec<_> = svc
             .spec
             .networks
@@ -49,7 +55,7 @@ pub fn network_view(s: &State, node: &NodeId) -> NetworkView {
         });
     }
     let mut nodes: BTreeSet<&NodeId> = BTreeSet::new();
-    for t in s.tasks.values() {
+    for t in s.tasks.values().filter(|t| !t.spec.host_network) {
         let mine = is_assigned(t, node);
         let on_nets = t.holds_addresses()
             && t.networks
@@ -173,6 +179,51 @@ mod tests {
         assert_eq!(v.nodes.len(), 3, "{:?}", v.nodes);
         let n1 = network_view(&s, &NodeId("n1".into()));
         assert_eq!(n1.networks.len(), 2);
+    }
+
+    #[test]
+    fn host_network_tasks_and_their_services_are_left_out() {
+        let mut s = cluster();
+        // Even a spec that names a network (the control API refuses it) gets no VIP, no
+        // attachment and no place in the view.
+        let mut spec = service_spec("agent", &["app"], EndpointMode::Vip);
+        spec.task.host_network = true;
+        let endpoint = Allocator::new(&s)
+            .allocate_endpoint(&spec, &Default::default())
+            .expect("endpoint");
+        assert!(endpoint.virtual_ips.is_empty(), "{endpoint:?}");
+        let svc = Service {
+            id: ServiceId("agent".into()),
+            spec: spec.clone(),
+            spec_version: 1,
+            endpoint,
+            ..Default::default()
+        };
+        assert!(crate::allocator::service_networks(&s, &svc).is_empty());
+        // Apply refuses it, as the control API does.
+        let refused = apply(&mut s, Command::CreateService(Box::new(svc.clone())));
+        assert!(
+            matches!(&refused, Err(CommandError::Invalid(m)) if m.contains("host network")),
+            "{refused:?}"
+        );
+        let mut svc = svc;
+        svc.spec.networks.clear();
+        let spec = svc.spec.clone();
+        apply(&mut s, Command::CreateService(Box::new(svc))).expect("service");
+        let t = create_task(&mut s, "agent", "a1").expect("task");
+        assert!(t.networks.is_empty());
+        let mut t = s.tasks[&TaskId("a1".into())].clone();
+        t.spec = spec.task;
+        apply(&mut s, Command::UpdateTask(Box::new(t))).expect("spec");
+        place(&mut s, "a1", "n3", TaskState::Running);
+        let v = network_view(&s, &NodeId("n3".into()));
+        assert!(
+            v.tasks.iter().all(|t| t.id.as_str() != "a1"),
+            "{:?}",
+            v.tasks
+        );
+        assert!(v.services.iter().all(|s| s.name != "agent"));
+        assert_eq!(v.networks.len(), 1, "only app, for c1");
     }
 
     #[test]

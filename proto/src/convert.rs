@@ -7,6 +7,7 @@ use crate::model::{
     NetworkSpec, Placement, PortConfig, Protocol, PublishMode, ResourceRequirements, Resources,
     RestartCondition, RestartPolicy, Service, ServiceMode, ServiceSpec, SpreadOver, Task, TaskSpec,
     TaskState, TaskStatus, Ulimit, UpdateConfig, UpdateFailureAction, UpdateOrder, UpdateState,
+    PREDEFINED_NETWORKS,
 };
 use crate::pb;
 use std::net::Ipv4Addr;
@@ -321,6 +322,7 @@ impl From<&TaskSpec> for pb::TaskSpec {
                 max_replicas_per_node: t.placement.max_replicas_per_node,
             }),
             force_update: t.force_update,
+            host_network: t.host_network,
         }
     }
 }
@@ -370,6 +372,7 @@ impl TryFrom<pb::TaskSpec> for TaskSpec {
                 max_replicas_per_node: placement.max_replicas_per_node,
             },
             force_update: t.force_update,
+            host_network: t.host_network,
         })
     }
 }
@@ -686,6 +689,15 @@ impl TryFrom<pb::NetworkSpec> for NetworkSpec {
                 ),
             ));
         }
+        if PREDEFINED_NETWORKS.contains(&n.name.as_str()) {
+            return Err(invalid(
+                "network name",
+                format!(
+                    "{:?} is reserved for Docker's predefined network of that name",
+                    n.name
+                ),
+            ));
+        }
         let driver = match n.driver.as_str() {
             "" => NetworkDriver::default(),
             d => NetworkDriver::parse(d).ok_or_else(|| {
@@ -890,6 +902,19 @@ mod tests {
         let mut g = spec();
         g.mode = ServiceMode::Global;
         assert_eq!(ServiceSpec::try_from(pb::ServiceSpec::from(&g)).unwrap(), g);
+        // Host networking goes over the wire and back; the control API (not the
+        // conversion) refuses it with networks, so clear them here.
+        let mut h = spec();
+        h.networks.clear();
+        h.task.host_network = true;
+        let p = pb::ServiceSpec::from(&h);
+        assert!(p.task.as_ref().is_some_and(|t| t.host_network));
+        assert_eq!(ServiceSpec::try_from(p).unwrap(), h);
+        // Raft state written before the field existed loads as "not host".
+        let old = serde_json::to_value(&spec().task).unwrap();
+        assert!(old.get("host_network").is_none());
+        let t: TaskSpec = serde_json::from_value(old).unwrap();
+        assert!(!t.host_network);
     }
 
     #[test]
@@ -931,6 +956,10 @@ mod tests {
         };
         assert!(bad(&|p| p.name = "bad name".into()));
         assert!(bad(&|p| p.driver = "bridge".into()));
+        // Docker's predefined networks keep their names.
+        for reserved in ["host", "bridge", "none"] {
+            assert!(bad(&|p| p.name = reserved.into()), "{reserved}");
+        }
         assert!(bad(&|p| p.ipam = Some(pb::IpamConfig {
             subnet: "10.31.0.0/33".into(),
             gateway: String::new()

@@ -184,6 +184,14 @@ pub struct Network {
     pub labels: BTreeMap<String, String>,
 }
 
+impl Network {
+    /// Docker's predefined `host` network, joined as an external network named `host`:
+    /// the service's tasks use their node's own network stack.
+    pub fn is_host(&self) -> bool {
+        self.external && self.name.as_deref() == Some(rswarm_proto::model::HOST_NETWORK)
+    }
+}
+
 /// A top-level volume.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Volume {

@@ -48,7 +48,16 @@ pub fn convert(stack: &str, file: &ComposeFile) -> Result<StackSpec, ConvertErro
         }
         let default_networks =
             BTreeMap::from([(DEFAULT_NETWORK.to_owned(), ServiceNetwork::default())]);
-        let networks = if svc.networks.is_empty() {
+        let no_networks = BTreeMap::new();
+        // On Docker's `host` network (the loader made it the only one), the tasks use
+        // their node's stack: no network to create, check or attach.
+        let host = svc
+            .networks
+            .keys()
+            .any(|k| file.networks.get(k).is_some_and(|d| d.is_host()));
+        let networks = if host {
+            &no_networks
+        } else if svc.networks.is_empty() {
             &default_networks
         } else {
             &svc.networks
@@ -60,7 +69,7 @@ pub fn convert(stack: &str, file: &ComposeFile) -> Result<StackSpec, ConvertErro
                 .filter(|v| v.kind == VolumeKind::Volume && !v.source.is_empty())
                 .map(|v| v.source.clone()),
         );
-        services.push(service(&ns, name, svc, networks, file));
+        services.push(service(&ns, name, svc, networks, host, file));
     }
 
     let mut networks: Vec<StackNetwork> = used_networks
@@ -149,6 +158,7 @@ fn service(
     name: &str,
     svc: &Service,
     networks: &BTreeMap<String, ServiceNetwork>,
+    host_network: bool,
     file: &ComposeFile,
 ) -> StackService {
     let d = &svc.deploy;
@@ -251,6 +261,7 @@ fn service(
             resources,
             restart,
             placement,
+            host_network,
             ..TaskSpec::default()
         },
         mode,

@@ -449,6 +449,75 @@ async fn limits_user_env_and_hostname_reach_the_container() {
 }
 
 #[tokio::test]
+async fn a_host_network_task_runs_in_the_nodes_namespace_with_its_hostname() {
+    if !enabled() {
+        return;
+    }
+    let env = Env::new("hostnet").await;
+    // The namespace and hostname this test runs with are the node's: containerd (from
+    // deploy/test-infra.sh) runs in the same network namespace.
+    let node_ns = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+    let node_name = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let node_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let node_hosts = std::fs::read_to_string("/etc/hosts").expect("/etc/hosts");
+    let mut t = task(
+        "hostnet",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "echo ns=$(readlink /proc/self/ns/net) host=$(hostname); \
+             cmp -s /etc/resolv.conf /node/resolv.conf && echo resolv=same; \
+             cmp -s /etc/hosts /node/hosts && echo hosts=same",
+        ],
+    );
+    t.spec.host_network = true;
+    // The node's files, to compare with what the container was given.
+    let node = tempfile::tempdir().expect("dir");
+    std::fs::write(node.path().join("resolv.conf"), &node_resolv).expect("write");
+    std::fs::write(node.path().join("hosts"), &node_hosts).expect("write");
+    t.spec.container.mounts = vec![Mount {
+        kind: MountType::Bind,
+        source: node.path().display().to_string(),
+        target: "/node".into(),
+        read_only: true,
+        tmpfs_size: 0,
+    }];
+    let mut c = env.exec.controller(&t).expect("controller");
+    c.prepare().await.expect("prepare");
+    let spec = env
+        .exec
+        .controller_with_netns(&t, None)
+        .spec()
+        .await
+        .expect("spec");
+    assert!(
+        spec.linux.namespaces.iter().all(|n| n.kind != "network"),
+        "{:?}",
+        spec.linux.namespaces
+    );
+    c.start().await.expect("start");
+    assert_eq!(c.wait().await.expect("wait"), 0);
+    let want = vec![
+        format!("ns={} host={}", node_ns.display(), node_name.trim()),
+        "resolv=same".to_string(),
+        "hosts=same".to_string(),
+    ];
+    let log = env.exec.log_path(&t.id);
+    wait_for(Duration::from_secs(5), || {
+        let (lines, _) = read_logs(&log, None).map_err(|e| e.to_string())?;
+        let got: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("log has {got:?}, want {want:?}"))
+        }
+    })
+    .await;
+    c.remove().await.expect("remove");
+}
+
+#[tokio::test]
 async fn bind_volume_and_tmpfs_mounts() {
     if !enabled() {
         return;

@@ -8,7 +8,7 @@ use rswarm_proto::model::{
     container_opts, parse_duration, ContainerSpec, DeviceMapping, EndpointMode, HealthCheck, Mount,
     MountType, NetworkAttachmentConfig, Placement, PortConfig, Protocol, PublishMode,
     ResourceRequirements, Resources, RestartCondition, RestartPolicy, ServiceMode, ServiceSpec,
-    SpreadOver, TaskSpec, Ulimit, UpdateConfig, UpdateFailureAction, UpdateOrder,
+    SpreadOver, TaskSpec, Ulimit, UpdateConfig, UpdateFailureAction, UpdateOrder, HOST_NETWORK,
 };
 use rswarm_proto::pb;
 use rswarm_proto::pb::control_client::ControlClient;
@@ -455,6 +455,40 @@ fn parse_network(v: &str) -> Result<NetworkAttachmentConfig, FlagError> {
     Ok(out)
 }
 
+/// Whether `--network` asks for the node's network (`host`), refusing what cannot go with
+/// it: Docker's containers on the host network join no other, and the service's ports
+/// are bound on the node itself, so there is nothing to publish.
+fn host_network_from(
+    networks: &[NetworkAttachmentConfig],
+    publishes: bool,
+) -> Result<bool, FlagError> {
+    let Some(host) = networks.iter().find(|n| n.target == HOST_NETWORK) else {
+        return Ok(false);
+    };
+    if !host.aliases.is_empty() {
+        return Err(flag_err(
+            "--network",
+            HOST_NETWORK,
+            "the host network takes no aliases (they are for overlay networks)",
+        ));
+    }
+    if networks.len() > 1 {
+        return Err(flag_err(
+            "--network",
+            HOST_NETWORK,
+            "a service on the host network cannot join other networks",
+        ));
+    }
+    if publishes {
+        return Err(flag_err(
+            "--network",
+            HOST_NETWORK,
+            "a service on the host network publishes no ports: it binds them on the node itself",
+        ));
+    }
+    Ok(true)
+}
+
 fn key_values(
     flag: &'static str,
     items: &[String],
@@ -590,6 +624,12 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
             descriptor: descriptor.to_owned(),
         });
     }
+    let networks = a
+        .network
+        .iter()
+        .map(|n| parse_network(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let host_network = host_network_from(&networks, !a.publish.is_empty())?;
     Ok(ServiceSpec {
         name: a.name.clone().unwrap_or_else(generated_name),
         labels: key_values("--label", &a.label)?,
@@ -625,13 +665,11 @@ pub fn spec_from_args(a: &CreateArgs) -> Result<ServiceSpec, FlagError> {
                 max_replicas_per_node: a.replicas_max_per_node,
             },
             force_update: 0,
+            host_network,
         },
         mode,
-        networks: a
-            .network
-            .iter()
-            .map(|n| parse_network(n))
-            .collect::<Result<_, _>>()?,
+        // `host` is not a network object: it becomes `host_network` instead.
+        networks: if host_network { Vec::new() } else { networks },
         endpoint_mode: EndpointMode::parse(&a.endpoint_mode).unwrap_or_default(),
         ports: a
             .publish
@@ -854,6 +892,13 @@ impl UpdateArgs {
                 .retain(|p| !(p.target == target && p.protocol == proto));
         }
         for v in &self.publish_add {
+            if spec.task.host_network {
+                return Err(flag_err(
+                    "--publish-add",
+                    v,
+                    "a service on the host network publishes no ports: it binds them on the node itself",
+                ));
+            }
             let p = parse_publish(v)?;
             spec.ports
                 .retain(|o| !(o.target == p.target && o.protocol == p.protocol));
@@ -1027,6 +1072,7 @@ pub fn inspect_value(s: &pb::Service) -> Value {
             "labels": labels,
             "mode": mode_value(&spec),
             "networks": spec.networks.iter().map(|n| json!({"target": n.target, "aliases": n.aliases})).collect::<Vec<_>>(),
+            "host_network": task.host_network,
             "endpoint_mode": if spec.endpoint_mode.is_empty() { "vip" } else { spec.endpoint_mode.as_str() },
             "ports": spec.ports.iter().map(port_json).collect::<Vec<_>>(),
             "task_template": {
@@ -1683,6 +1729,49 @@ mod tests {
             Ok(c) => spec_from_args(&c.a),
             Err(e) => panic!("{argv:?}: {e}"),
         }
+    }
+
+    #[test]
+    fn host_network_flag_and_its_refusals() {
+        for form in ["host", "name=host"] {
+            let s = create_spec(&["--network", form, "busybox"]).expect(form);
+            assert!(s.task.host_network, "{form}");
+            assert!(s.networks.is_empty(), "{form}: host is no network object");
+        }
+        let s = create_spec(&["--network", "appnet", "busybox"]).expect("overlay");
+        assert!(!s.task.host_network);
+        for argv in [
+            &["--network", "host", "--network", "appnet", "busybox"][..],
+            &["--network", "appnet", "--network", "host", "busybox"],
+            &["--network", "host", "-p", "8080:80", "busybox"],
+            &[
+                "--network",
+                "host",
+                "-p",
+                "mode=host,published=8080,target=80",
+                "busybox",
+            ],
+            &["--network", "name=host,alias=www", "busybox"],
+        ] {
+            let e = create_spec(argv).expect_err("refused").to_string();
+            assert!(
+                e.contains("--network") && e.contains("host network"),
+                "{argv:?}: {e}"
+            );
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+        let e = create_spec(&["--network", "host", "-p", "80", "busybox"]).expect_err("ports");
+        assert!(
+            e.to_string().contains("binds them on the node itself"),
+            "{e}"
+        );
+        // Publishing a port later is refused the same way.
+        let mut spec = pinned_spec();
+        spec.task.host_network = true;
+        let e = update_args(&["--publish-add", "8080:80", "web"])
+            .apply(spec)
+            .expect_err("publish on host");
+        assert!(e.to_string().contains("--publish-add"), "{e}");
     }
 
     #[test]

@@ -179,6 +179,8 @@ impl Allocator {
     ) -> Result<Endpoint, AllocError> {
         let mut out = Endpoint::default();
         let wanted: Vec<NetworkId> = match spec.endpoint_mode {
+            // On the node's own stack there is no network to hold a VIP.
+            _ if spec.task.host_network => Vec::new(),
             EndpointMode::Vip => spec
                 .networks
                 .iter()
@@ -256,6 +258,11 @@ impl Allocator {
 /// then the ingress network if it publishes a port through the routing mesh (so an
 /// ingress-only task's interface is `eth0`, as in Swarm).
 pub fn service_networks(state: &State, svc: &Service) -> Vec<NetworkId> {
+    // A host-network task uses the node's stack: no attachment anywhere (the control API
+    // also refuses networks and ports with it; this keeps any stored spec consistent).
+    if svc.spec.task.host_network {
+        return Vec::new();
+    }
     let mut out: Vec<NetworkId> = svc
         .spec
         .networks

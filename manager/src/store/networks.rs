@@ -141,9 +141,19 @@ impl State {
             .map(|t| format!("task {}", rswarm_proto::model::naming::task_name(t)))
     }
 
-    /// A service's networks exist and are named once; under `vip` it has exactly one VIP
+    /// A host-network service has no networks or ports. A service's networks exist and are
+    /// named once; under `vip` it has exactly one VIP
     /// on each of them (none under `dnsrr`), each a free host address of its network.
     pub(super) fn check_service_networks(&self, svc: &Service) -> Result<(), CommandError> {
+        // The control API's rule, checked again: the node's own stack is the only one.
+        if svc.spec.task.host_network
+            && (!svc.spec.networks.is_empty() || !svc.spec.ports.is_empty())
+        {
+            return Err(CommandError::Invalid(format!(
+                "service {} is on the host network: it joins no other network and publishes no ports",
+                svc.spec.name
+            )));
+        }
         let mut attached = BTreeSet::new();
         for c in &svc.spec.networks {
             let id = NetworkId(c.target.clone());

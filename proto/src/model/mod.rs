@@ -23,7 +23,8 @@ pub use ids::{ClusterId, NetworkId, NodeId, RaftId, ServiceId, TaskId};
 pub use netview::{NetworkView, ServiceView, TaskView};
 pub use network::{
     CidrError, Endpoint, IpamConfig, Ipv4Cidr, Network, NetworkAllocation, NetworkAttachment,
-    NetworkDriver, NetworkSpec, PortConfig, Protocol, PublishMode, VirtualIp,
+    NetworkDriver, NetworkSpec, PortConfig, Protocol, PublishMode, VirtualIp, HOST_NETWORK,
+    PREDEFINED_NETWORKS,
 };
 pub use node::{
     ManagerInfo, Node, NodeAvailability, NodeDescription, NodeRole, NodeSpec, NodeState, NodeStatus,

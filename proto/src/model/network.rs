@@ -156,6 +156,14 @@ pub struct IpamConfig {
     pub gateway: Option<Ipv4Addr>,
 }
 
+/// Docker's predefined network for the node's own network stack. It is no network
+/// object here: a service that names it gets [`super::TaskSpec::host_network`].
+pub const HOST_NETWORK: &str = "host";
+
+/// Names Docker gives its node-local predefined networks; no user network may take them
+/// (so `host` in a service's networks can only mean the node's stack).
+pub const PREDEFINED_NETWORKS: [&str; 3] = [HOST_NETWORK, "bridge", "none"];
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
     pub name: String,

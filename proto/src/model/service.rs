@@ -175,6 +175,11 @@ pub struct TaskSpec {
     pub placement: Placement,
     /// Bumped to force a redeploy without other changes (`--force`).
     pub force_update: u64,
+    /// The task runs in its node's own network namespace (Docker's predefined `host`
+    /// network): no overlay attachments, addresses, VIP or embedded DNS. Exclusive with
+    /// the service's networks and published ports (the control API refuses both).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
 }
 
 /// How a service is reached on its networks: through one virtual IP per network,

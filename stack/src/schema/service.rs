@@ -122,6 +122,8 @@ struct Sites<'n> {
     named_volumes: Vec<(String, &'n Node, KeyPath)>,
     /// Networks used, at their name.
     networks: Vec<(String, Pos, KeyPath)>,
+    /// `ports:`, for refusing them on the host network.
+    ports: Option<(&'n Node, KeyPath)>,
     secrets: Vec<(String, &'n Node, KeyPath)>,
     configs: Vec<(String, &'n Node, KeyPath)>,
 }
@@ -162,7 +164,10 @@ fn service(
             "stop_grace_period" => s.stop_grace_period = Some(duration(v, &p)?),
             "stop_signal" => s.stop_signal = Some(super::nonempty_string(v, &p)?),
             "volumes" => s.volumes = volumes(v, &p, cx, &mut at)?,
-            "ports" => s.ports = ports(v, &p, cx)?,
+            "ports" => {
+                s.ports = ports(v, &p, cx)?;
+                at.ports = Some((v, p.clone()));
+            }
             "networks" => s.networks = networks(v, &p, cx, &mut at)?,
             "secrets" => s.secrets = file_refs(v, &p, &mut at.secrets)?,
             "configs" => s.configs = file_refs(v, &p, &mut at.configs)?,
@@ -230,6 +235,32 @@ fn service(
                 *pos,
                 p,
                 format!("undefined network {name:?}: define it under the top-level networks"),
+            ));
+        }
+    }
+    // Docker's rules for the node's own network: it is the only one, and nothing is
+    // published (the service binds its ports on the node itself).
+    let on_host = |name: &str| file.networks.get(name).is_some_and(|d| d.is_host());
+    if let Some((name, pos, p)) = at.networks.iter().find(|(n, ..)| on_host(n)) {
+        if s.networks.len() > 1 {
+            return Err(Located::new(
+                *pos,
+                p,
+                format!("network {name:?} is the host network: a service on it cannot join other networks"),
+            ));
+        }
+        if s.networks.get(name).is_some_and(|n| !n.aliases.is_empty()) {
+            return Err(Located::new(
+                *pos,
+                p,
+                "the host network takes no aliases (they are for overlay networks)",
+            ));
+        }
+        if let Some((node, p)) = at.ports.as_ref().filter(|_| !s.ports.is_empty()) {
+            return Err(fail(
+                node,
+                p,
+                "a service on the host network publishes no ports: it binds them on the node itself",
             ));
         }
     }

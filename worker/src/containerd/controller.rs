@@ -4,7 +4,7 @@
 use super::client::{is_already_exists, is_not_found, map_status, runtime, Lease};
 use super::pull::ImageInfo;
 use super::reference::Reference;
-use super::spec::{self, EtcFiles, ResolvedMount, SpecInput};
+use super::spec::{self, EtcFiles, NetworkNs, ResolvedMount, SpecInput};
 use super::{
     is_running, ContainerdExecutor, Inner, KILL_WAIT, LABEL_SERVICE_ID, LABEL_STOP_SIGNAL,
     LABEL_TASK_ID, LABEL_TASK_NAME, RUNTIME, SNAPSHOTTER,
@@ -112,8 +112,26 @@ impl ContainerdController {
         self.inner.process(&self.id).await
     }
 
+    /// Where the container's network stack comes from: the node's own for a host-network
+    /// task (whether or not the node runs its networking), else the namespace the node's
+    /// networking made, else a fresh one.
+    fn network_ns<'a>(&'a self, node_hostname: &'a str) -> NetworkNs<'a> {
+        if self.task.spec.host_network {
+            NetworkNs::Host { node_hostname }
+        } else if let Some(p) = &self.netns {
+            NetworkNs::Joined(p)
+        } else {
+            NetworkNs::Own
+        }
+    }
+
     /// Files bind-mounted over /etc: what Docker gives every container.
-    fn write_etc_files(&self, dir: &Path, hostname: &str) -> Result<EtcFiles, ExecError> {
+    fn write_etc_files(
+        &self,
+        dir: &Path,
+        hostname: &str,
+        network: NetworkNs<'_>,
+    ) -> Result<EtcFiles, ExecError> {
         let err = self.create_err();
         let files = EtcFiles {
             hostname: dir.join("hostname"),
@@ -121,17 +139,18 @@ impl ContainerdController {
             resolv_conf: dir.join("resolv.conf"),
         };
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let host_hosts = std::fs::read_to_string("/etc/hosts").ok();
         let address = self.address.map(|a| a.to_string());
-        // With the node's networking, names go to the embedded DNS in the task's own
-        // namespace (which forwards the rest to the host's resolvers), as Docker's.
-        let resolv = if self.netns.is_some() {
-            spec::embedded_resolv_conf(&host_resolv)
-        } else {
-            spec::container_resolv_conf(&host_resolv)
-        };
+        let (hosts, resolv) = spec::etc_contents(
+            network,
+            host_hosts.as_deref(),
+            &host_resolv,
+            hostname,
+            address.as_deref(),
+        );
         for (path, content) in [
             (&files.hostname, format!("{hostname}\n")),
-            (&files.hosts, spec::hosts_file(hostname, address.as_deref())),
+            (&files.hosts, hosts),
             (&files.resolv_conf, resolv),
         ] {
             std::fs::write(path, content).map_err(|e| err(format!("{}: {e}", path.display())))?;
@@ -227,8 +246,10 @@ impl ContainerdController {
         let err = self.create_err();
         let dir = self.inner.container_dir(&self.id);
         std::fs::create_dir_all(&dir).map_err(|e| err(format!("{}: {e}", dir.display())))?;
-        let hostname = spec::hostname(cs, &self.id);
-        let etc = self.write_etc_files(&dir, &hostname)?;
+        let node_hostname = spec::node_hostname();
+        let network = self.network_ns(&node_hostname);
+        let hostname = spec::hostname(cs, &self.id, network);
+        let etc = self.write_etc_files(&dir, &hostname, network)?;
 
         let user = if cs.user.is_empty() {
             image.config.user.clone().unwrap_or_default()
@@ -257,7 +278,7 @@ impl ContainerdController {
                 m
             },
             etc: Some(etc),
-            netns: self.netns.as_deref(),
+            network,
             // Looked up on this node now: a missing device rejects the task.
             devices: spec::gather_devices(&cs.devices).map_err(&err)?,
             known_caps: spec::known_capabilities(),
@@ -453,7 +474,12 @@ impl Controller for ContainerdController {
             .ensure_image(&self.task.spec.container.image)
             .await?;
         self.image = Some(image.clone());
-        if let Some(net) = self.inner.network() {
+        // A host-network task uses the node's namespace: nothing to make or connect.
+        if let Some(net) = self
+            .inner
+            .network()
+            .filter(|_| !self.task.spec.host_network)
+        {
             // A kernel call that fails here fails this task only, with the reason.
             let tn = net
                 .attach(&self.task)
@@ -550,7 +576,12 @@ impl Controller for ContainerdController {
 
     async fn remove(&mut self) -> Result<(), ExecError> {
         self.inner.remove_container(&self.id, &self.task.id).await?;
-        if let Some(net) = self.inner.network() {
+        // A host-network task was never attached (see `prepare`).
+        if let Some(net) = self
+            .inner
+            .network()
+            .filter(|_| !self.task.spec.host_network)
+        {
             net.detach(&self.task.id).await;
         }
         Ok(())

@@ -233,6 +233,20 @@ pub struct EtcFiles {
     pub resolv_conf: PathBuf,
 }
 
+/// Where a container's network stack comes from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum NetworkNs<'a> {
+    /// A fresh, unconnected namespace (the node runs without networking).
+    #[default]
+    Own,
+    /// The task's namespace, made and connected by the node's networking (a bind-mounted
+    /// namespace file).
+    Joined(&'a Path),
+    /// The node's own namespace (`host_network`, Docker's `--network host`): the spec has
+    /// no network namespace entry, and the hostname defaults to the node's.
+    Host { node_hostname: &'a str },
+}
+
 /// Everything a container's spec is made from.
 #[derive(Debug, Clone)]
 pub struct SpecInput<'a> {
@@ -244,8 +258,8 @@ pub struct SpecInput<'a> {
     pub user: ResolvedUser,
     pub mounts: Vec<ResolvedMount>,
     pub etc: Option<EtcFiles>,
-    /// The task's network namespace; `None`: a fresh one (networking is not wired yet).
-    pub netns: Option<&'a Path>,
+    /// The network namespace the container runs in.
+    pub network: NetworkNs<'a>,
     /// The service's devices as found on this node ([`gather_devices`]).
     pub devices: Vec<HostDevice>,
     /// Every capability the node's kernel knows: what `ALL` means ([`known_capabilities`]).
@@ -380,14 +394,21 @@ pub enum SpecError {
     Sysctl(String),
 }
 
-/// The container's hostname: the service's, else the first 12 characters of the container
-/// id, as Docker does.
-pub fn hostname(spec: &ContainerSpec, container_id: &str) -> String {
-    if spec.hostname.is_empty() {
-        container_id.chars().take(12).collect()
-    } else {
-        spec.hostname.clone()
+/// The container's hostname: the service's, else the node's on the host network, else the
+/// first 12 characters of the container id, as Docker does.
+pub fn hostname(spec: &ContainerSpec, container_id: &str, network: NetworkNs<'_>) -> String {
+    match network {
+        _ if !spec.hostname.is_empty() => spec.hostname.clone(),
+        NetworkNs::Host { node_hostname } if !node_hostname.is_empty() => node_hostname.to_owned(),
+        _ => container_id.chars().take(12).collect(),
     }
+}
+
+/// This node's hostname ("" when it cannot be read: the container id's then).
+pub fn node_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// argv with Docker's rules: `command` replaces the image's entrypoint, `args` replaces its
@@ -527,6 +548,37 @@ pub fn hosts_file(hostname: &str, address: Option<&str>) -> String {
     s
 }
 
+/// What the container's /etc/hosts and /etc/resolv.conf hold, made from the node's own
+/// files (`node_hosts`: its /etc/hosts, if readable). On the host network they are the
+/// node's, as moby copies them: names resolve as on the node, and loopback resolvers
+/// answer since the namespace is the node's. Joined to the node's networking, names go to
+/// the embedded DNS in the task's namespace (which forwards the rest to the node's
+/// resolvers), as Docker's.
+pub fn etc_contents(
+    network: NetworkNs<'_>,
+    node_hosts: Option<&str>,
+    node_resolv: &str,
+    hostname: &str,
+    address: Option<&str>,
+) -> (String, String) {
+    match network {
+        NetworkNs::Host { .. } => (
+            node_hosts
+                .map(str::to_owned)
+                .unwrap_or_else(|| hosts_file(hostname, None)),
+            node_resolv.to_owned(),
+        ),
+        NetworkNs::Joined(_) => (
+            hosts_file(hostname, address),
+            embedded_resolv_conf(node_resolv),
+        ),
+        NetworkNs::Own => (
+            hosts_file(hostname, address),
+            container_resolv_conf(node_resolv),
+        ),
+    }
+}
+
 /// The host's resolv.conf without loopback name servers, which mean nothing inside the
 /// container's own network namespace (Docker filters them the same way).
 pub fn container_resolv_conf(host: &str) -> String {
@@ -632,7 +684,7 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
     if args.is_empty() {
         return Err(SpecError::NoCommand);
     }
-    let hostname = hostname(spec, input.container_id);
+    let hostname = hostname(spec, input.container_id, input.network);
     let env = merge_env(
         input.image.env.as_deref().unwrap_or(&[]),
         &spec.env,
@@ -706,10 +758,19 @@ pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
             path: None,
         })
         .collect();
-    namespaces.push(oci::Namespace {
-        kind: "network".into(),
-        path: input.netns.map(|p| p.display().to_string()),
-    });
+    // On the host network the container shares the runtime's (the node's) namespace:
+    // runc joins no network namespace when the spec names none.
+    match input.network {
+        NetworkNs::Host { .. } => {}
+        NetworkNs::Own => namespaces.push(oci::Namespace {
+            kind: "network".into(),
+            path: None,
+        }),
+        NetworkNs::Joined(p) => namespaces.push(oci::Namespace {
+            kind: "network".into(),
+            path: Some(p.display().to_string()),
+        }),
+    }
 
     let mut resources = oci::Resources {
         devices: default_device_rules(),
@@ -1136,7 +1197,7 @@ mod tests {
                 hosts: "/s/hosts".into(),
                 resolv_conf: "/s/resolv.conf".into(),
             }),
-            netns: None,
+            network: NetworkNs::Own,
             devices: vec![],
             known_caps: &ALL_CAPABILITIES,
         }
@@ -1339,7 +1400,7 @@ mod tests {
         let limits = Resources::default();
         let mut inp = input(&spec, &limits, &img);
         let p = PathBuf::from("/run/netns/t1");
-        inp.netns = Some(&p);
+        inp.network = NetworkNs::Joined(&p);
         inp.user = ResolvedUser {
             uid: 1000,
             gid: 1000,
@@ -1360,6 +1421,60 @@ mod tests {
         assert!(
             caps.effective.is_empty() && caps.permitted.is_empty() && !caps.bounding.is_empty()
         );
+    }
+
+    #[test]
+    fn host_network_has_no_netns_and_the_nodes_hostname_and_files() {
+        let spec = cspec(&["/bin/true"], &[]);
+        let img = ImageConfig::default();
+        let limits = Resources::default();
+        let mut inp = input(&spec, &limits, &img);
+        inp.network = NetworkNs::Host {
+            node_hostname: "node-7",
+        };
+        let s = build_spec(&inp).expect("spec");
+        let kinds: Vec<&str> = s.linux.namespaces.iter().map(|n| n.kind.as_str()).collect();
+        assert!(!kinds.contains(&"network"), "{kinds:?}");
+        assert!(
+            kinds.contains(&"uts"),
+            "its own hostname namespace: {kinds:?}"
+        );
+        assert_eq!(s.hostname, "node-7");
+        assert!(s.process.env.iter().any(|e| e == "HOSTNAME=node-7"));
+        // --hostname still wins; an unreadable node hostname falls back to Docker's.
+        let named = ContainerSpec {
+            hostname: "agent".into(),
+            ..spec.clone()
+        };
+        assert_eq!(hostname(&named, "0123456789abcdef", inp.network), "agent");
+        let unknown = NetworkNs::Host { node_hostname: "" };
+        assert_eq!(hostname(&spec, "0123456789abcdef", unknown), "0123456789ab");
+        assert_eq!(
+            hostname(&spec, "0123456789abcdef", NetworkNs::Own),
+            "0123456789ab"
+        );
+
+        // /etc/hosts and /etc/resolv.conf are the node's, loopback resolvers included.
+        let node_hosts = "127.0.0.1 localhost\n10.1.2.3 db.lan\n";
+        let node_resolv = "nameserver 127.0.0.53\nsearch lan\n";
+        let (hosts, resolv) =
+            etc_contents(inp.network, Some(node_hosts), node_resolv, "node-7", None);
+        assert_eq!((hosts.as_str(), resolv.as_str()), (node_hosts, node_resolv));
+        let (hosts, _) = etc_contents(inp.network, None, node_resolv, "node-7", None);
+        assert!(hosts.starts_with("127.0.0.1\tlocalhost"), "{hosts}");
+        // Elsewhere: the embedded DNS, or the node's resolvers minus loopback ones.
+        let p = PathBuf::from("/run/netns/t1");
+        let (hosts, resolv) = etc_contents(
+            NetworkNs::Joined(&p),
+            Some(node_hosts),
+            node_resolv,
+            "web",
+            Some("10.0.1.5"),
+        );
+        assert!(hosts.contains("10.0.1.5\tweb") && !hosts.contains("db.lan"));
+        assert!(resolv.starts_with("nameserver 127.0.0.11\n"), "{resolv}");
+        let (_, resolv) = etc_contents(NetworkNs::Own, None, node_resolv, "web", None);
+        assert!(!resolv.contains("127.0.0.53"), "{resolv}");
     }
 
     #[test]
