@@ -162,6 +162,7 @@ impl From<&ContainerSpec> for pb::ContainerSpec {
             capability_add: c.capability_add.clone(),
             capability_drop: c.capability_drop.clone(),
             read_only: c.read_only,
+            init: c.init,
             sysctls: c.sysctls.clone().into_iter().collect(),
             ulimits: c
                 .ulimits
@@ -244,6 +245,7 @@ impl TryFrom<pb::ContainerSpec> for ContainerSpec {
             capability_add,
             capability_drop,
             read_only: c.read_only,
+            init: c.init,
             sysctls,
             ulimits,
             devices,
@@ -859,6 +861,7 @@ mod tests {
         c.capability_add = vec!["CAP_NET_ADMIN".into()];
         c.capability_drop = vec!["ALL".into()];
         c.read_only = true;
+        c.init = true;
         c.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
         c.ulimits = vec![Ulimit::new("nofile", 123, 456).unwrap()];
         c.devices = vec![DeviceMapping::new("/dev/null", "/dev/mynull", "rw").unwrap()];
@@ -891,7 +894,7 @@ mod tests {
         // Raft state written before these fields existed still loads.
         let old = r#"{"image":"busybox","command":[],"args":[],"env":[],"dir":"","user":"","hostname":"","labels":{},"mounts":[],"stop_signal":"","stop_grace_period":null,"healthcheck":null}"#;
         let c: ContainerSpec = serde_json::from_str(old).unwrap();
-        assert!(!c.read_only && c.ulimits.is_empty() && c.devices.is_empty());
+        assert!(!c.read_only && c.ulimits.is_empty() && c.devices.is_empty() && !c.init);
     }
 
     #[test]

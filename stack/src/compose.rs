@@ -51,6 +51,8 @@ pub struct Service {
     pub cap_add: Vec<String>,
     pub cap_drop: Vec<String>,
     pub read_only: bool,
+    /// Tini as PID 1 (`--init`).
+    pub init: bool,
     pub sysctls: BTreeMap<String, String>,
     pub ulimits: Vec<Ulimit>,
     pub devices: Vec<DeviceMapping>,

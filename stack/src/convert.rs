@@ -209,6 +209,7 @@ fn service(
         capability_add: svc.cap_add.clone(),
         capability_drop: svc.cap_drop.clone(),
         read_only: svc.read_only,
+        init: svc.init,
         sysctls: svc.sysctls.clone(),
         ulimits: svc.ulimits.clone(),
         devices: svc.devices.clone(),

@@ -213,6 +213,9 @@ pub struct ContainerOptsArgs {
     /// Mount the container's root filesystem read-only.
     #[arg(long)]
     read_only: bool,
+    /// Run an init (tini) as PID 1 that forwards signals and reaps zombies.
+    #[arg(long)]
+    init: bool,
     /// A namespaced kernel parameter, KEY=VALUE (net.*, kernel.shm*, ...); repeatable.
     #[arg(long = "sysctl")]
     sysctl: Vec<String>,
@@ -264,6 +267,7 @@ impl ContainerOptsArgs {
                 container_opts::effective_cap_add_drop(a, d)
             })?;
         c.read_only = self.read_only;
+        c.init = self.init;
         c.sysctls = parse_sysctls("--sysctl", &self.sysctl)?;
         c.ulimits = Vec::new();
         for v in &self.ulimit {
@@ -794,6 +798,9 @@ pub struct UpdateArgs {
     /// Mount the root filesystem read-only (--read-only=false: writable again).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     read_only: Option<bool>,
+    /// Run an init (tini) as PID 1 (--init=false: the command is PID 1 again).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    init: Option<bool>,
     /// Add or change a sysctl, KEY=VALUE; repeatable.
     #[arg(long = "sysctl-add")]
     sysctl_add: Vec<String>,
@@ -861,6 +868,9 @@ impl UpdateArgs {
         }
         if let Some(ro) = self.read_only {
             c.read_only = ro;
+        }
+        if let Some(init) = self.init {
+            c.init = init;
         }
         for k in &self.sysctl_rm {
             c.sysctls.remove(k);
@@ -1087,6 +1097,7 @@ pub fn inspect_value(s: &pb::Service) -> Value {
                     "capability_add": c.capability_add,
                     "capability_drop": c.capability_drop,
                     "read_only": c.read_only,
+                    "init": c.init,
                     "sysctls": c.sysctls.iter().collect::<std::collections::BTreeMap<_, _>>(),
                     "ulimits": c.ulimits.iter().map(|u| json!({"name": u.name, "soft": u.soft, "hard": u.hard})).collect::<Vec<_>>(),
                     "devices": c.devices.iter().map(|d| json!({
@@ -1842,6 +1853,35 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn init_flag_on_create_update_and_inspect() {
+        let s = create_spec(&["--init", "busybox", "sleep", "3600"]).expect("spec");
+        assert!(s.task.container.init);
+        assert_eq!(s.task.container.args, ["sleep", "3600"]);
+        assert!(!create_spec(&["busybox"]).expect("spec").task.container.init);
+        let v = inspect_value(&pb::Service {
+            spec: Some(pb::ServiceSpec::from(&s)),
+            ..Default::default()
+        });
+        assert_eq!(v["spec"]["task_template"]["container_spec"]["init"], true);
+        // The service name right after --init is not taken as its value.
+        let on = update_args(&["--init", "web"])
+            .apply(pinned_spec())
+            .expect("apply");
+        assert!(on.task.container.init);
+        let off = update_args(&["--init=false", "web"])
+            .apply(on)
+            .expect("apply");
+        assert!(!off.task.container.init);
+        // Left alone when not given.
+        let mut keep = pinned_spec();
+        keep.task.container.init = true;
+        let kept = update_args(&["--read-only", "web"])
+            .apply(keep)
+            .expect("apply");
+        assert!(kept.task.container.init);
     }
 
     #[test]

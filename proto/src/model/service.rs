@@ -165,6 +165,10 @@ pub struct ContainerSpec {
     /// Host devices, looked up on the node when the task is prepared.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<super::DeviceMapping>,
+    /// Run the node's static tini as PID 1 (Docker's `--init`): it forwards signals
+    /// to the command and reaps zombies, which a bare PID 1 often does not.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub init: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
