@@ -2,7 +2,8 @@
 # Installs what building and testing rswarm needs on Debian 12, as root. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(build-essential pkg-config protobuf-compiler jq curl openssl python3 iproute2 nftables ca-certificates)
+# tini: its static binary (/usr/bin/tini-static) is PID 1 of services run with --init.
+pkgs=(build-essential pkg-config protobuf-compiler jq curl openssl python3 iproute2 nftables ca-certificates tini)
 missing=()
 for p in "${pkgs[@]}"; do [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Test infrastructure for the executor tests (worker/tests/containerd.rs), as root:
-#   deploy/test-infra.sh [start]   installs containerd, runc, docker-registry, skopeo, busybox-static
-#                                  and protoc if missing; starts containerd if `ctr version` fails and
+#   deploy/test-infra.sh [start]   installs containerd, runc, docker-registry, skopeo, busybox-static,
+#                                  tini and protoc if missing; starts containerd if `ctr version` fails and
 #                                  a registry on 127.0.0.1:5055 if nothing answers there; pushes
 #                                  127.0.0.1:5055/busybox:latest (built from busybox-static) if missing.
 #   deploy/test-infra.sh stop      stops exactly the processes an earlier `start` started.
@@ -28,7 +28,7 @@ wait_until() { # wait_until SECONDS DESCRIPTION COMMAND...
 }
 
 install_packages() {
-  local pkgs=(containerd runc docker-registry skopeo busybox-static protobuf-compiler curl ca-certificates)
+  local pkgs=(containerd runc docker-registry skopeo busybox-static protobuf-compiler curl ca-certificates tini)
   local missing=() p
   for p in "${pkgs[@]}"; do [[ $(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null) == installed ]] || missing+=("$p"); done
   ((${#missing[@]})) || return 0

@@ -299,6 +299,39 @@ async fn stop_signal_ends_a_process_that_handles_it() {
 }
 
 #[tokio::test]
+async fn init_forwards_sigterm_to_a_command_that_ignores_it() {
+    if !enabled() {
+        return;
+    }
+    let env = Env::new("init").await;
+    // The same `sleep` that waits out the grace period as PID 1 (see
+    // stop_kills_after_the_grace_period) ends at once as tini's child.
+    let mut t = task("init", IMAGE, &["sleep", "3600"]);
+    t.spec.container.init = true;
+    let mut c = env.exec.controller(&t).expect("controller");
+    c.prepare()
+        .await
+        .expect("prepare (needs Debian's tini: /usr/bin/tini-static)");
+    c.start().await.expect("start");
+    let cmd = ["cat".to_string(), "/proc/1/cmdline".to_string()];
+    let out = c.exec(&cmd, Duration::from_secs(10)).await.expect("exec");
+    assert_eq!(out.exit_code, 0);
+    // NUL-terminated arguments.
+    let argv: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_terminator('\0')
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(argv, ["/sbin/docker-init", "--", "sleep", "3600"]);
+    let t0 = Instant::now();
+    c.stop("", Duration::from_secs(10)).await.expect("stop");
+    let took = t0.elapsed();
+    assert!(took < Duration::from_secs(3), "stop took {took:?}");
+    // tini exits as its child did: killed by SIGTERM, 128 + 15.
+    assert_eq!(c.inspect().await.expect("inspect").exit_code, Some(143));
+    c.remove().await.expect("remove");
+}
+
+#[tokio::test]
 async fn exec_runs_in_the_container() {
     if !enabled() {
         return;

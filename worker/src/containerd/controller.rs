@@ -282,6 +282,11 @@ impl ContainerdController {
             // Looked up on this node now: a missing device rejects the task.
             devices: spec::gather_devices(&cs.devices).map_err(&err)?,
             known_caps: spec::known_capabilities(),
+            // Looked up per task, so installing tini on a node needs no restart.
+            init: cs
+                .init
+                .then(|| spec::find_init(&spec::INIT_CANDIDATES))
+                .flatten(),
         };
         let oci = spec::build_spec(&input).map_err(|e| err(e.to_string()))?;
         let json = serde_json::to_vec(&oci).map_err(|e| err(format!("spec: {e}")))?;

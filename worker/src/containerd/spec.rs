@@ -14,6 +14,12 @@ pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec
 /// The same for an exec'd process (specs.Process).
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
+/// Where the init binary appears in a container started with `init` (Docker's path).
+pub const INIT_PATH: &str = "/sbin/docker-init";
+/// The node's init binaries, in order: Debian's `tini` package, then Docker's own. Both are
+/// static: the image may have no libc (Debian's dynamic `/usr/bin/tini` would not run).
+pub const INIT_CANDIDATES: [&str; 2] = ["/usr/bin/tini-static", "/usr/bin/docker-init"];
+
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CPU_PERIOD: u64 = 100_000;
 
@@ -264,6 +270,14 @@ pub struct SpecInput<'a> {
     pub devices: Vec<HostDevice>,
     /// Every capability the node's kernel knows: what `ALL` means ([`known_capabilities`]).
     pub known_caps: &'a [&'static str],
+    /// The node's init binary ([`find_init`]); only read when the service sets `init`.
+    pub init: Option<PathBuf>,
+}
+
+/// The first of `candidates` that is a file (through symlinks, as Docker's
+/// `/usr/bin/docker-init` may be one).
+pub fn find_init(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().map(PathBuf::from).find(|p| p.is_file())
 }
 
 /// A host device node, as stat found it, and where it goes in the container.
@@ -392,6 +406,8 @@ pub enum SpecError {
     User { user: String, reason: String },
     #[error("{0}")]
     Sysctl(String),
+    #[error("--init: no init binary on this node: install Debian's tini (/usr/bin/tini-static)")]
+    NoInit,
 }
 
 /// The container's hostname: the service's, else the node's on the host network, else the
@@ -680,9 +696,17 @@ pub fn parse_signal(s: &str) -> Option<u32> {
 /// Builds the runtime spec.
 pub fn build_spec(input: &SpecInput<'_>) -> Result<oci::Spec, SpecError> {
     let spec = input.spec;
-    let args = merge_command(spec, input.image);
+    let mut args = merge_command(spec, input.image);
     if args.is_empty() {
         return Err(SpecError::NoCommand);
+    }
+    if spec.init {
+        if input.init.is_none() {
+            return Err(SpecError::NoInit);
+        }
+        // As moby: tini runs the resolved command as its child, forwards signals to it and
+        // reaps zombies, which a bare PID 1 (a shell, `sleep`) does not.
+        args.splice(0..0, [INIT_PATH.to_owned(), "--".to_owned()]);
     }
     let hostname = hostname(spec, input.container_id, input.network);
     let env = merge_env(
@@ -953,6 +977,15 @@ fn build_mounts(input: &SpecInput<'_>) -> Result<Vec<oci::Mount>, SpecError> {
         }
     }
     out.extend(user);
+    // Last, as moby appends it: nothing the service mounts hides it.
+    if let Some(init) = input.init.as_ref().filter(|_| input.spec.init) {
+        out.push(m(
+            INIT_PATH,
+            "bind",
+            &init.display().to_string(),
+            &["bind", "ro"],
+        ));
+    }
     Ok(out)
 }
 
@@ -1200,7 +1233,55 @@ mod tests {
             network: NetworkNs::Own,
             devices: vec![],
             known_caps: &ALL_CAPABILITIES,
+            init: None,
         }
+    }
+
+    #[test]
+    fn init_runs_tini_first_with_its_binary_mounted() {
+        let img = image(Some(&["/entry"]), Some(&["serve", "-v"]));
+        let limits = Resources::default();
+        let mut spec = cspec(&[], &[]);
+        spec.init = true;
+        let mut inp = input(&spec, &limits, &img);
+        // No binary on the node: one clear line, not a spec runc cannot start.
+        let e = build_spec(&inp).expect_err("no init");
+        assert_eq!(
+            e.to_string(),
+            "--init: no init binary on this node: install Debian's tini (/usr/bin/tini-static)"
+        );
+        inp.init = Some(PathBuf::from("/usr/bin/tini-static"));
+        let s = build_spec(&inp).expect("spec");
+        assert_eq!(
+            s.process.args,
+            sv(&["/sbin/docker-init", "--", "/entry", "serve", "-v"])
+        );
+        let last = s.mounts.last().expect("mounts");
+        assert_eq!(last.destination, INIT_PATH);
+        assert_eq!(last.kind, "bind");
+        assert_eq!(last.source, "/usr/bin/tini-static");
+        assert_eq!(last.options, sv(&["bind", "ro"]));
+        // Without `init` the binary is neither run nor mounted, even when the node has it.
+        spec.init = false;
+        let mut inp = input(&spec, &limits, &img);
+        inp.init = Some(PathBuf::from("/usr/bin/tini-static"));
+        let s = build_spec(&inp).expect("spec");
+        assert_eq!(s.process.args, sv(&["/entry", "serve", "-v"]));
+        assert!(s.mounts.iter().all(|m| m.destination != INIT_PATH));
+    }
+
+    #[test]
+    fn init_binary_is_the_first_file_found() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&b, b"").expect("write");
+        let (sa, sb) = (a.display().to_string(), b.display().to_string());
+        assert_eq!(find_init(&[&sa, &sb]), Some(b.clone()));
+        assert_eq!(find_init(&[&sa]), None);
+        // A directory is not a binary.
+        let ds = dir.path().display().to_string();
+        assert_eq!(find_init(&[&ds]), None);
     }
 
     #[test]
