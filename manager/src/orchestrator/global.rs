@@ -1,5 +1,5 @@
 //! The global orchestrator: one live task on every node that can run the service.
-use super::replicated::{new_task, reap, start_when_due};
+use super::replicated::{create, reap, start_when_due};
 use super::{
     done_for_good, has_stopped, is_live, is_stopping_for_update, restart_decision, starts_first,
     update_actions, Action, RestartDecision,
@@ -147,9 +147,14 @@ pub fn reconcile_global(
                 }
             }
             if need_new && start_ok && !stopping_nodes.contains(node_id) {
-                let mut next = new_task(svc, 0, Some(node_id.clone()), now, new_id());
-                next.desired_state = new_desired;
-                actions.push(Action::Create(Box::new(next)));
+                actions.push(create(
+                    svc,
+                    0,
+                    Some(node_id.clone()),
+                    new_desired,
+                    now,
+                    new_id(),
+                ));
             }
         }
         actions.extend(reap(node_tasks));
@@ -160,6 +165,7 @@ pub fn reconcile_global(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestrator::replicated::new_task;
     use rswarm_proto::model::ServiceSpec;
 
     fn svc() -> Service {

@@ -102,13 +102,7 @@ pub fn reconcile_replicated(
         if outdated_now.contains(&t.id) {
             if starts_first(svc) && !t.node_id.as_ref().is_some_and(|n| node_lost(nodes.get(n))) {
                 // The replacement first; the old task stops once it runs (above).
-                actions.push(Action::Create(Box::new(new_task(
-                    svc,
-                    slot,
-                    None,
-                    now,
-                    new_id(),
-                ))));
+                actions.push(create(svc, slot, None, TaskState::Running, now, new_id()));
             } else {
                 actions.push(shutdown(t));
             }
@@ -141,9 +135,7 @@ pub fn reconcile_replicated(
         };
         if let Some(desired) = replace {
             actions.push(shutdown(t));
-            let mut next = new_task(svc, slot, None, now, new_id());
-            next.desired_state = desired;
-            actions.push(Action::Create(Box::new(next)));
+            actions.push(create(svc, slot, None, desired, now, new_id()));
         }
     }
     // Scaling up (and slots whose old task has stopped): new tasks in the lowest free
@@ -168,13 +160,7 @@ pub fn reconcile_replicated(
         while live.contains_key(&slot) || stopping.contains(&slot) || done.contains(&slot) {
             slot += 1;
         }
-        actions.push(Action::Create(Box::new(new_task(
-            svc,
-            slot,
-            None,
-            now,
-            new_id(),
-        ))));
+        actions.push(create(svc, slot, None, TaskState::Running, now, new_id()));
     }
     for slot_tasks in slots.values() {
         actions.extend(reap(slot_tasks));
@@ -200,6 +186,21 @@ pub fn start_when_due(
     } else {
         *wake = Some(wake.map_or(due, |w| w.min(due)));
     }
+}
+
+/// Creating a new task for `slot` (and `node`, for global services), with the desired
+/// state it starts in (`Ready` for a restart's replacement still waiting out its delay).
+pub fn create(
+    svc: &Service,
+    slot: u64,
+    node: Option<NodeId>,
+    desired: TaskState,
+    now: u64,
+    id: TaskId,
+) -> Action {
+    let mut t = new_task(svc, slot, node, now, id);
+    t.desired_state = desired;
+    Action::Create(Box::new(t))
 }
 
 fn shutdown(t: &Task) -> Action {
