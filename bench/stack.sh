@@ -48,16 +48,8 @@ die() { printf 'stack.sh: %s\n' "$*" >&2; exit 1; }
 
 # ---- outside: tools, the binary, then the same script inside a fresh network namespace ----
 if [[ -z ${RSWBENCH_STACK_INNER:-} ]]; then
-  if [[ -n ${RSWARM:-} ]]; then
-    :
-  elif [[ -x target/release/rswarm ]]; then
-    RSWARM=target/release/rswarm
-  elif [[ -x target/debug/rswarm ]]; then
-    RSWARM=target/debug/rswarm
-  else
-    die "no rswarm binary: cargo build --release -p rswarm, or set RSWARM"
-  fi
-  RSWARM=$(realpath "$RSWARM")
+  source bench/lib.sh
+  find_rswarm
   "$RSWARM" stack --help >/dev/null 2>&1 || die "$RSWARM has no \`stack\` command (an old build?): rebuild it or set RSWARM"
   "$RSWARM" lab --help >/dev/null 2>&1 || die "$RSWARM has no \`lab\` command (an old build?): rebuild it or set RSWARM"
   missing=()
@@ -162,6 +154,9 @@ eval "$(R lab env h1 --dir "$LAB")"
 export RSWARM_HOST
 LAB_ID=$(jq -r .id "$LAB/lab.json")
 [[ -n $LAB_ID && $LAB_ID != null ]] || die "no lab id in $LAB/lab.json"
+# The lab's containerd: the machine's, or its own (started by `lab up` when none ran), whose
+# socket is in the lab dir; ctr on the wrong socket waits ~10 s per call before failing.
+CTR_SOCK=$(jq -r .containerd_socket "$LAB/lab.json")
 
 # build_busybox_image from the acceptance helpers, in a subshell: lib.sh sets its own traps
 # and temp dir (its $WORK), which its EXIT trap removes when the subshell ends.
@@ -230,7 +225,7 @@ converged() {
 ctr_count() { # containers (with or without a task) in the lab's containerd namespaces
   local n=0 h c
   for h in 1 2 3; do
-    c=$(ctr -n "rswlab-$LAB_ID-h$h" containers ls -q 2>/dev/null | grep -c . || true)
+    c=$(ctr --address "$CTR_SOCK" -n "rswlab-$LAB_ID-h$h" containers ls -q 2>/dev/null | grep -c . || true)
     n=$((n + c))
   done
   printf '%s' "$n"
