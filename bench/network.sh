@@ -56,16 +56,8 @@ die() { printf 'network.sh: %s\n' "$*" >&2; exit 1; }
 ((EUID == 0)) || die "run as root (network namespaces, containerd)"
 [[ -f bench/network.sh ]] || die "run from the project root"
 
-if [[ -n ${RSWARM:-} ]]; then
-  :
-elif [[ -x target/release/rswarm ]]; then
-  RSWARM=target/release/rswarm
-elif [[ -x target/debug/rswarm ]]; then
-  RSWARM=target/debug/rswarm
-else
-  die "no rswarm binary: cargo build --release -p rswarm, or set RSWARM"
-fi
-RSWARM=$(realpath "$RSWARM")
+source bench/lib.sh
+find_rswarm
 export RSWARM
 "$RSWARM" lab --help >/dev/null 2>&1 || die "$RSWARM has no \`lab\` command (an old build?): rebuild it or set RSWARM"
 
@@ -179,30 +171,7 @@ R lab up --nodes 3 --managers 1 --dir "$LAB" >&2
 eval "$(R lab env h1 --dir "$LAB")"
 say "busybox image -> $IMG"
 # The same image as ../shared/acceptance/lib.sh builds: /bin/busybox and its applets.
-build_busybox_image() {
-  local dir=$1 root; root=$(mktemp -d "$WORK/root.XXXXXX")
-  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$dir/blobs/sha256"
-  cp "$(command -v busybox)" "$root/bin/busybox"
-  for a in $("$root/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$root/bin/$a"; done
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-  echo 'nobody:x:65534:65534:nobody:/:/bin/false' >>"$root/etc/passwd"
-  echo 'root:x:0:' >"$root/etc/group"
-  tar -C "$root" --numeric-owner --owner=0 --group=0 -cf "$dir/layer.tar" .
-  local diff layer lsize cfg csize man msize
-  diff=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 "$dir/layer.tar"
-  layer=$(sha256sum "$dir/layer.tar.gz" | cut -d' ' -f1); lsize=$(stat -c %s "$dir/layer.tar.gz")
-  mv "$dir/layer.tar.gz" "$dir/blobs/sha256/$layer"
-  printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >"$dir/config.json"
-  cfg=$(sha256sum "$dir/config.json" | cut -d' ' -f1); csize=$(stat -c %s "$dir/config.json")
-  mv "$dir/config.json" "$dir/blobs/sha256/$cfg"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$cfg" "$csize" "$layer" "$lsize" >"$dir/manifest.json"
-  man=$(sha256sum "$dir/manifest.json" | cut -d' ' -f1); msize=$(stat -c %s "$dir/manifest.json")
-  mv "$dir/manifest.json" "$dir/blobs/sha256/$man"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$man" "$msize" >"$dir/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
-  rm -rf "$root"
-}
+source deploy/oci-image.sh
 build_busybox_image "$WORK/image"
 skopeo copy -q --dest-tls-verify=false "oci:$WORK/image:latest" "docker://$IMG" >&2
 

@@ -43,16 +43,8 @@ N=${1:-}
 ((EUID == 0)) || die "run as root (containerd)"
 [[ -x deploy/test-infra.sh ]] || die "run from the project root (deploy/test-infra.sh not found)"
 
-if [[ -n ${RSWARM:-} ]]; then
-  :
-elif [[ -x target/release/rswarm ]]; then
-  RSWARM=target/release/rswarm
-elif [[ -x target/debug/rswarm ]]; then
-  RSWARM=target/debug/rswarm
-else
-  die "no rswarm binary: cargo build --release -p rswarm, or set RSWARM"
-fi
-RSWARM=$(realpath "$RSWARM")
+source bench/lib.sh
+find_rswarm
 for c in jq ctr sha256sum; do command -v "$c" >/dev/null || die "$c is needed"; done
 
 PORT=${RSWBENCH_PORT:-24911}

@@ -38,31 +38,8 @@ install_packages() {
     || { apt-get update -q >/dev/null; apt-get install -y -q -o DPkg::Lock::Timeout=600 "${missing[@]}" >/dev/null; }
 }
 
-# build_busybox_image DIR: an OCI image layout with /bin/busybox and its applets. Copied from
-# ../shared/acceptance/lib.sh (which cannot be sourced here: it installs an EXIT trap).
-build_busybox_image() {
-  local dir=$1 root; root=$(mktemp -d)
-  mkdir -p "$root/bin" "$root/etc" "$root/tmp" "$root/www" "$dir/blobs/sha256"
-  cp "$(command -v busybox)" "$root/bin/busybox"
-  for a in $("$root/bin/busybox" --list); do [[ $a == busybox ]] || ln -sf busybox "$root/bin/$a"; done
-  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
-  echo 'nobody:x:65534:65534:nobody:/:/bin/false' >>"$root/etc/passwd"
-  echo 'root:x:0:' >"$root/etc/group"
-  tar -C "$root" --numeric-owner --owner=0 --group=0 -cf "$dir/layer.tar" .
-  local diff; diff=$(sha256sum "$dir/layer.tar" | cut -d' ' -f1)
-  gzip -n -9 "$dir/layer.tar"
-  local layer lsize; layer=$(sha256sum "$dir/layer.tar.gz" | cut -d' ' -f1); lsize=$(stat -c %s "$dir/layer.tar.gz")
-  mv "$dir/layer.tar.gz" "$dir/blobs/sha256/$layer"
-  printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' "$diff" >"$dir/config.json"
-  local cfg csize; cfg=$(sha256sum "$dir/config.json" | cut -d' ' -f1); csize=$(stat -c %s "$dir/config.json")
-  mv "$dir/config.json" "$dir/blobs/sha256/$cfg"
-  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%s}]}' "$cfg" "$csize" "$layer" "$lsize" >"$dir/manifest.json"
-  local man msize; man=$(sha256sum "$dir/manifest.json" | cut -d' ' -f1); msize=$(stat -c %s "$dir/manifest.json")
-  mv "$dir/manifest.json" "$dir/blobs/sha256/$man"
-  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$man" "$msize" >"$dir/index.json"
-  echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/oci-layout"
-  rm -rf "$root"
-}
+# build_busybox_image DIR (the test image), from the shared builder.
+source "$(dirname "${BASH_SOURCE[0]}")/oci-image.sh"
 
 start() {
   install_packages
