@@ -125,6 +125,21 @@ async fn wait_for<F: FnMut() -> Result<(), String>>(limit: Duration, mut check: 
     }
 }
 
+/// Waits until the task's log holds exactly `want`, line by line.
+async fn wait_for_log_lines(env: &Env, task: &TaskId, want: &[String]) {
+    let log = env.exec.log_path(task);
+    wait_for(Duration::from_secs(5), || {
+        let (lines, _) = read_logs(&log, None).map_err(|e| e.to_string())?;
+        let got: Vec<String> = lines.into_iter().map(|l| l.line).collect();
+        if got == want {
+            Ok(())
+        } else {
+            Err(format!("log has {got:?}, want {want:?}"))
+        }
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn pulls_once_for_concurrent_callers() {
     if !enabled() {
@@ -536,17 +551,7 @@ async fn a_host_network_task_runs_in_the_nodes_namespace_with_its_hostname() {
         "resolv=same".to_string(),
         "hosts=same".to_string(),
     ];
-    let log = env.exec.log_path(&t.id);
-    wait_for(Duration::from_secs(5), || {
-        let (lines, _) = read_logs(&log, None).map_err(|e| e.to_string())?;
-        let got: Vec<String> = lines.into_iter().map(|l| l.line).collect();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("log has {got:?}, want {want:?}"))
-        }
-    })
-    .await;
+    wait_for_log_lines(&env, &t.id, &want).await;
     c.remove().await.expect("remove");
 }
 
@@ -630,7 +635,6 @@ async fn capabilities_readonly_root_ulimits_sysctls_and_devices() {
     c.prepare().await.expect("prepare");
     c.start().await.expect("start");
     assert_eq!(c.wait().await.expect("wait"), 0);
-    let log = env.exec.log_path(&t.id);
     // CAP_NET_ADMIN is bit 12.
     let want = [
         "0000000000001000",
@@ -640,17 +644,9 @@ async fn capabilities_readonly_root_ulimits_sysctls_and_devices() {
         "456",
         "1",
         "dev-ok",
-    ];
-    wait_for(Duration::from_secs(5), || {
-        let (lines, _) = read_logs(&log, None).map_err(|e| e.to_string())?;
-        let got: Vec<String> = lines.into_iter().map(|l| l.line).collect();
-        if got == want {
-            Ok(())
-        } else {
-            Err(format!("log has {got:?}, want {want:?}"))
-        }
-    })
-    .await;
+    ]
+    .map(String::from);
+    wait_for_log_lines(&env, &t.id, &want).await;
     c.remove().await.expect("remove");
 
     // A device the node lacks rejects the task, in Docker's words.
